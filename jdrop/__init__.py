@@ -1,0 +1,18 @@
+"""jdrop: dropout before or after the activation, and when the order does not matter.
+
+Public names only; the implementation lives in ``jdrop._src``.
+"""
+
+from jdrop import activations as activations
+from jdrop._src.dropout import alpha_dropout as alpha_dropout
+from jdrop._src.dropout import apply_mask as apply_mask
+from jdrop._src.dropout import drop_path as drop_path
+from jdrop._src.dropout import dropout as dropout
+from jdrop._src.dropout import gaussian_dropout as gaussian_dropout
+from jdrop._src.dropout import selu_constants as selu_constants
+from jdrop._src.masks import keep_mask as keep_mask
+from jdrop._src.order import Orders as Orders
+from jdrop._src.order import activation_dropout as activation_dropout
+from jdrop._src.order import both_orders as both_orders
+
+__version__ = "0.1.0"

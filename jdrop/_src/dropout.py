@@ -1,0 +1,464 @@
+"""The dropout family: inverted dropout, masks applied as values, alpha and
+gaussian dropout, and drop path. All pure, key first, hyperparameters
+keyword-only, ``rate`` always the **drop** probability.
+
+The shared contract (tested in ``tests/test_dropout.py``):
+
+* ``rate`` may be traced (jit, vmap over rates, grad): there is no Python ``if``
+  on a traced value. A concrete rate is validated eagerly; a traced rate outside
+  its range makes the output NaN rather than silently wrong.
+* ``rate = 1`` gives zeros with zero (not NaN) gradients; ``rate = 0`` and
+  ``deterministic=True`` return ``x`` itself.
+* Dropped positions are selected with ``jnp.where``, so a dropped ``inf`` or
+  ``NaN`` is 0.
+* The output dtype is the input dtype. Low-precision inputs are scaled in
+  float32 and rounded once, so the keep probability is never rounded to bf16.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jdrop._src import errors, masks
+
+# ----------------------------------------------------------------------------
+# Shared helpers.
+
+
+def check_x(fn: str, x: Any) -> jax.Array:
+  """Returns ``x`` as a floating-point array, or raises a TypeError saying how to fix it."""
+  try:
+    array = jnp.asarray(x)
+  except TypeError as err:
+    raise errors.type_error(
+      fn, "x", "must be an array of floats", errors.short(x), "Pass a jax or numpy array."
+    ) from err
+  if not jnp.issubdtype(array.dtype, jnp.floating):
+    raise errors.type_error(
+      fn,
+      "x",
+      "must have a floating-point dtype",
+      errors.Described(f"an array of dtype {array.dtype}"),
+      "Convert it first, e.g. x.astype(jnp.float32).",
+    )
+  return array
+
+
+def check_broadcast_dims(fn: str, broadcast_dims: Any, ndim: int) -> tuple[int, ...]:
+  """Normalises ``broadcast_dims`` to non-negative axes of an ``ndim``-array, or raises."""
+  if isinstance(broadcast_dims, (int, np.integer)) and not isinstance(broadcast_dims, bool):
+    broadcast_dims = (broadcast_dims,)
+  if not isinstance(broadcast_dims, Sequence) or any(
+    isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) for d in broadcast_dims
+  ):
+    raise errors.type_error(
+      fn,
+      "broadcast_dims",
+      "must be a sequence of ints",
+      errors.short(broadcast_dims),
+      "Pass the axes that share one mask, e.g. broadcast_dims=(0,).",
+    )
+  out = []
+  for d in broadcast_dims:
+    if not -ndim <= d < ndim:
+      raise errors.value_error(
+        fn,
+        "broadcast_dims",
+        f"must hold axes of x, which has {ndim} dimensions",
+        tuple(broadcast_dims),
+        f"Use axes in [-{ndim}, {ndim}).",
+      )
+    out.append(int(d) % ndim)
+  if len(set(out)) != len(out):
+    raise errors.value_error(
+      fn, "broadcast_dims", "must not repeat an axis", tuple(broadcast_dims), "List each axis once."
+    )
+  return tuple(out)
+
+
+def mask_shape(shape: tuple[int, ...], broadcast_dims: tuple[int, ...]) -> tuple[int, ...]:
+  """``shape`` with 1 along every axis in ``broadcast_dims``."""
+  return tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
+
+
+def _is_concrete_true(flag: Any) -> bool:
+  return not masks.is_traced(flag) and bool(flag)
+
+
+def _is_concrete_value(rate: Any, value: float) -> bool:
+  return not masks.is_traced(rate) and float(np.asarray(rate)) == value
+
+
+def _compute_dtype(dtype: Any) -> Any:
+  """Low-precision floats compute in float32 and round once at the end."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _scale_keep(rate: ArrayLike) -> Any:
+  """``1 - rate`` for scaling: a Python float when concrete (as flax does), else an array."""
+  if masks.is_traced(rate) or isinstance(rate, jax.Array):
+    rate = jnp.asarray(rate)
+    dtype = (
+      _compute_dtype(rate.dtype) if jnp.issubdtype(rate.dtype, jnp.floating) else (jnp.float32)
+    )
+    return 1 - rate.astype(dtype)
+  return 1.0 - float(rate)
+
+
+def _finish(
+  fn_out: jax.Array, x: jax.Array, rate: ArrayLike, deterministic: Any, *, allow_one: bool = True
+) -> jax.Array:
+  """Applies a traced ``deterministic`` flag and NaN-poisons a traced invalid rate."""
+  invalid = masks.invalid_rate(rate, allow_one=allow_one)
+  if invalid is not False:
+    fn_out = jnp.where(invalid, jnp.array(jnp.nan, fn_out.dtype), fn_out)
+  if masks.is_traced(deterministic):
+    fn_out = jnp.where(deterministic, x, fn_out)
+  return fn_out
+
+
+def _check_deterministic(fn: str, deterministic: Any) -> None:
+  if masks.is_traced(deterministic):
+    if jnp.ndim(deterministic) or jnp.result_type(deterministic) != jnp.bool_:
+      raise errors.type_error(
+        fn,
+        "deterministic",
+        "must be a bool scalar",
+        errors.Described(f"a traced {jax.typeof(deterministic)}"),
+        "Pass True or False.",
+      )
+    return
+  if not isinstance(deterministic, (bool, np.bool_)) and not (
+    isinstance(deterministic, (jax.Array, np.ndarray))
+    and deterministic.dtype == np.bool_
+    and not deterministic.ndim
+  ):
+    raise errors.type_error(
+      fn,
+      "deterministic",
+      "must be a bool",
+      errors.short(deterministic),
+      "Pass True (no dropout, eval mode) or False (training).",
+    )
+
+
+def masked(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
+  """:func:`apply_mask` on validated arguments (used by the orders and the modules)."""
+  return _finish(_masked_scale(x, mask, rate), x, rate, False)
+
+
+def _masked_scale(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
+  """``where(mask, x / (1 - rate), 0)`` with the contract's dtype and gradient rules."""
+  keep = _scale_keep(rate)
+  if isinstance(keep, float):
+    # Concrete: rate 1 means an all-False mask, so any finite divisor works.
+    keep = keep if keep > 0 else 1.0
+  else:
+    # Traced: divide by 1 where keep is 0, so gradients are 0, never 0/0.
+    keep = jnp.where(keep > 0, keep, jnp.ones_like(keep))
+  if x.dtype == _compute_dtype(x.dtype):
+    scaled = x / keep
+  else:
+    scaled = (x.astype(_compute_dtype(x.dtype)) / keep).astype(x.dtype)
+  return jnp.where(mask, scaled, jnp.zeros((), x.dtype))
+
+
+# ----------------------------------------------------------------------------
+# Public functions.
+
+
+def apply_mask(x: ArrayLike, mask: ArrayLike, *, rate: ArrayLike) -> jax.Array:
+  r"""Applies a keep mask with inverted-dropout scaling: ``where(mask, x / (1 - rate), 0)``.
+
+  .. math::
+     \mathrm{apply\_mask}(x, m; r)_i = \begin{cases} x_i / (1 - r) & m_i \\
+     0 & \text{otherwise} \end{cases}
+
+  With a mask from :func:`jdrop.keep_mask` this is :func:`jdrop.dropout`; keeping
+  the mask as a value lets both orders of dropout and an activation use the
+  same mask. A dropped ``inf`` or ``NaN`` becomes 0.
+
+  Args:
+    x: a floating-point array.
+    mask: a boolean array that broadcasts to ``x.shape`` (True = kept).
+    rate: the drop probability the mask was drawn with, in [0, 1]; may be traced.
+
+  Returns:
+    An array with the shape and dtype of ``x``.
+
+  Example:
+    >>> import jax.numpy as jnp, jdrop
+    >>> jdrop.apply_mask(jnp.array([1., 2., jnp.inf]), jnp.array([True, False, False]), rate=0.5)
+    Array([2., 0., 0.], dtype=float32)
+  """
+  fn = "jdrop.apply_mask"
+  x = check_x(fn, x)
+  masks.check_rate(fn, rate)
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_:
+    raise errors.type_error(
+      fn,
+      "mask",
+      "must be a boolean array",
+      errors.Described(f"dtype {mask.dtype}"),
+      "Draw one with jdrop.keep_mask or convert with mask.astype(bool).",
+    )
+  try:
+    broadcast = jnp.broadcast_shapes(mask.shape, x.shape)
+  except ValueError:
+    broadcast = None
+  if broadcast != x.shape:
+    raise errors.value_error(
+      fn,
+      "mask",
+      f"must broadcast to the shape of x {x.shape}",
+      errors.Described(f"shape {mask.shape}"),
+      "Draw the mask with the shape of x (or 1 along shared axes).",
+    )
+  return masked(x, mask, rate)
+
+
+def dropout(
+  key: ArrayLike,
+  x: ArrayLike,
+  *,
+  rate: ArrayLike,
+  broadcast_dims: Sequence[int] = (),
+  deterministic: bool | ArrayLike = False,
+) -> jax.Array:
+  r"""Inverted dropout: zeroes each unit with probability ``rate``, scales the rest up.
+
+  Kept units are scaled by ``1 / (1 - rate)``.
+
+  .. math::
+     D(x)_i = \frac{m_i x_i}{1 - r}, \qquad m_i \sim \mathrm{Bernoulli}(1 - r),
+
+  so :math:`\mathbb{E}[D(x)] = x`. With ``broadcast_dims`` one mask value is
+  shared along those axes (e.g. spatial dropout). For the same key and rate the
+  output equals ``flax.linen.Dropout``'s bit for bit in float32, and the mask
+  is :func:`jdrop.keep_mask`'s (Srivastava et al., JMLR 2014).
+
+  Args:
+    key: a PRNG key (typed or raw); one key, use ``jax.vmap`` for a batch.
+    x: a floating-point array.
+    rate: the drop probability in [0, 1]; may be traced. ``rate=1`` returns
+      zeros with zero gradients, ``rate=0`` returns ``x``.
+    broadcast_dims: axes along which the mask is shared.
+    deterministic: if True, return ``x`` unchanged (evaluation mode); may be a
+      traced bool.
+
+  Returns:
+    An array with the shape and dtype of ``x``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop
+    >>> y = jdrop.dropout(jax.random.key(0), jnp.ones((2, 3)), rate=0.5)
+    >>> sorted(set(y.ravel().tolist())) in ([0.0, 2.0], [0.0], [2.0])
+    True
+    >>> jdrop.dropout(jax.random.key(0), jnp.ones(3), rate=0.5, deterministic=True)
+    Array([1., 1., 1.], dtype=float32)
+  """
+  return _dropout("jdrop.dropout", key, x, rate, broadcast_dims, deterministic)
+
+
+def _dropout(
+  fn: str, key: Any, x: Any, rate: Any, broadcast_dims: Any, deterministic: Any
+) -> jax.Array:
+  """:func:`dropout` with the public function's name ``fn`` in its error messages."""
+  key = masks.check_key(fn, key)
+  x = check_x(fn, x)
+  masks.check_rate(fn, rate)
+  broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
+  _check_deterministic(fn, deterministic)
+  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
+    return x
+  if _is_concrete_value(rate, 1.0):
+    return jnp.zeros_like(x)
+  mask = masks.draw_keep_mask(
+    key, mask_shape(x.shape, broadcast_dims), masks.keep_probability(rate)
+  )
+  return _finish(_masked_scale(x, mask, rate), x, rate, deterministic)
+
+
+def selu_constants() -> tuple[float, float]:
+  r"""SELU's ``(scale, alpha)``, derived from the self-normalising fixed point.
+
+  For :math:`z \sim N(0, 1)` SELU keeps mean 0 and variance 1 (Klambauer et al.,
+  NeurIPS 2017, eq. 14). With :math:`\Phi` the normal CDF, the two conditions
+  :math:`\mathbb{E}[\mathrm{selu}(z)] = 0` and :math:`\mathbb{E}[\mathrm{selu}(z)^2] = 1` give
+
+  .. math::
+     \alpha = \frac{1/\sqrt{2\pi}}{1/2 - e^{1/2}\Phi(-1)}, \qquad
+     \lambda^{-2} = \tfrac12 + \alpha^2\left(e^2\Phi(-2) - 2e^{1/2}\Phi(-1) + \tfrac12\right).
+
+  Example:
+    >>> scale, alpha = selu_constants()
+    >>> round(scale, 10), round(alpha, 10)
+    (1.0507009874, 1.6732632424)
+  """
+
+  def phi_minus(t: float) -> float:  # Phi(-t)
+    return 0.5 * math.erfc(t / math.sqrt(2.0))
+
+  alpha = (1.0 / math.sqrt(2.0 * math.pi)) / (0.5 - math.exp(0.5) * phi_minus(1.0))
+  second = 0.5 + alpha**2 * (
+    math.exp(2.0) * phi_minus(2.0) - 2.0 * math.exp(0.5) * phi_minus(1.0) + 0.5
+  )
+  return 1.0 / math.sqrt(second), alpha
+
+
+def alpha_dropout(
+  key: ArrayLike,
+  x: ArrayLike,
+  *,
+  rate: ArrayLike,
+  broadcast_dims: Sequence[int] = (),
+  deterministic: bool | ArrayLike = False,
+) -> jax.Array:
+  r"""Alpha dropout for SELU networks: keeps mean 0 and variance 1 at the fixed point.
+
+  Dropped units take SELU's negative saturation value :math:`\alpha' = -\lambda\alpha`
+  instead of 0, then an affine map restores the moments (Klambauer et al.,
+  NeurIPS 2017, section "New Dropout Technique"). With keep probability
+  :math:`q = 1 - r`:
+
+  .. math::
+     y = a\,(m x + (1 - m)\alpha') + b, \quad
+     a = \left(q + \alpha'^2 q (1 - q)\right)^{-1/2}, \quad b = -a (1 - q)\alpha'.
+
+  If ``x`` has mean 0 and variance 1, so has ``y``. ``rate=1`` returns zeros, the
+  limit of ``y`` as ``q -> 0`` (a constant cannot have variance 1).
+
+  Args:
+    key: a PRNG key (typed or raw).
+    x: a floating-point array (normally a SELU output).
+    rate: the drop probability in [0, 1]; may be traced.
+    broadcast_dims: axes along which the mask is shared.
+    deterministic: if True, return ``x`` unchanged.
+
+  Returns:
+    An array with the shape and dtype of ``x``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop
+    >>> y = jdrop.alpha_dropout(jax.random.key(0), jnp.zeros(10_000), rate=0.2)
+    >>> bool(abs(float(y.mean())) < 0.05)
+    True
+  """
+  fn = "jdrop.alpha_dropout"
+  key = masks.check_key(fn, key)
+  x = check_x(fn, x)
+  masks.check_rate(fn, rate)
+  broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
+  _check_deterministic(fn, deterministic)
+  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
+    return x
+  if _is_concrete_value(rate, 1.0):
+    return jnp.zeros_like(x)
+  scale, alpha = selu_constants()
+  saturation = -scale * alpha
+  dtype = _compute_dtype(x.dtype)
+  q = jnp.asarray(_scale_keep(rate), dtype)
+  positive = q > 0
+  safe_q = jnp.where(positive, q, jnp.ones_like(q))
+  a = jnp.where(positive, (safe_q + saturation**2 * safe_q * (1 - safe_q)) ** -0.5, 0)
+  b = -a * (1 - q) * saturation
+  mask = masks.draw_keep_mask(
+    key, mask_shape(x.shape, broadcast_dims), masks.keep_probability(rate)
+  )
+  kept = a * x.astype(dtype) + b
+  out = jnp.where(mask, kept, a * saturation + b).astype(x.dtype)
+  return _finish(out, x, rate, deterministic)
+
+
+def gaussian_dropout(
+  key: ArrayLike, x: ArrayLike, *, rate: ArrayLike, deterministic: bool | ArrayLike = False
+) -> jax.Array:
+  r"""Multiplicative gaussian noise with the mean and variance of inverted dropout.
+
+  .. math::
+     y = x \cdot \varepsilon, \qquad \varepsilon \sim N\!\left(1, \frac{r}{1 - r}\right),
+
+  the variance of :math:`m / (1 - r)` for :math:`m \sim \mathrm{Bernoulli}(1-r)`
+  (Srivastava et al., JMLR 2014, section 10). Nothing is dropped, so an ``inf``
+  or ``NaN`` in ``x`` stays one.
+
+  ``rate`` must be below 1: the variance is infinite at 1. A concrete 1 raises a
+  ValueError; a traced rate of 1 or more (or outside [0, 1)) returns NaN.
+
+  Args:
+    key: a PRNG key (typed or raw).
+    x: a floating-point array.
+    rate: the drop rate whose variance to match, in [0, 1); may be traced.
+    deterministic: if True, return ``x`` unchanged.
+
+  Returns:
+    An array with the shape and dtype of ``x``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop
+    >>> y = jdrop.gaussian_dropout(jax.random.key(0), jnp.ones(100_000), rate=0.5)
+    >>> bool(abs(float(y.var()) - 1.0) < 0.05)   # variance r / (1 - r) = 1
+    True
+  """
+  fn = "jdrop.gaussian_dropout"
+  key = masks.check_key(fn, key)
+  x = check_x(fn, x)
+  masks.check_rate(fn, rate, allow_one=False)
+  _check_deterministic(fn, deterministic)
+  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
+    return x
+  dtype = _compute_dtype(x.dtype)
+  q = jnp.asarray(_scale_keep(rate), dtype)
+  safe_q = jnp.where(q > 0, q, jnp.ones_like(q))
+  std = jnp.sqrt((1 - safe_q) / safe_q)
+  noise = 1 + std * jax.random.normal(key, x.shape, dtype)
+  out = (x.astype(dtype) * noise).astype(x.dtype)
+  return _finish(out, x, rate, deterministic, allow_one=False)
+
+
+def drop_path(
+  key: ArrayLike, x: ArrayLike, *, rate: ArrayLike, deterministic: bool | ArrayLike = False
+) -> jax.Array:
+  r"""Stochastic depth: drops whole examples along axis 0, scaling the rest by ``1/(1-rate)``.
+
+  .. math::
+     y_{b,\dots} = \frac{m_b}{1 - r}\, x_{b,\dots}, \qquad m_b \sim \mathrm{Bernoulli}(1 - r),
+
+  one decision per example (Huang et al., ECCV 2016; the "DropPath" of timm). Use
+  it on a residual branch: ``x + drop_path(key, branch(x), rate=r)``. Equivalent
+  to :func:`jdrop.dropout` with every axis but the first in ``broadcast_dims``.
+
+  Args:
+    key: a PRNG key (typed or raw).
+    x: a floating-point array with a batch axis first (at least 1-D).
+    rate: the drop probability in [0, 1]; may be traced.
+    deterministic: if True, return ``x`` unchanged.
+
+  Returns:
+    An array with the shape and dtype of ``x``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop
+    >>> y = jdrop.drop_path(jax.random.key(1), jnp.ones((4, 3)), rate=0.5)
+    >>> bool(((y == 0).all(axis=1) | (y == 2).all(axis=1)).all())
+    True
+  """
+  fn = "jdrop.drop_path"
+  x = check_x(fn, x)
+  if x.ndim == 0:
+    raise errors.value_error(
+      fn,
+      "x",
+      "must have a batch axis (at least 1 dimension)",
+      errors.Described("a scalar"),
+      "Pass an array of shape (batch, ...).",
+    )
+  return _dropout(fn, key, x, rate, tuple(range(1, x.ndim)), deterministic)

@@ -1,0 +1,318 @@
+"""Keep masks: drawing them, validating keys, rates and shapes.
+
+This module is where masks are drawn. ``keep_mask`` equals
+``jax.random.bernoulli(key, 1 - rate, shape)`` bit for bit. For threefry2x32
+keys under JAX's default configuration it does not call ``jax.random``: it
+writes the twenty threefry rounds as straight-line ``lax`` operations, which
+XLA fuses with the threshold compare (and, inside ``dropout``, with the select)
+into a single loop. On CPU this is several times faster than ``jax.random``'s
+rolled loop of whole-array passes and needs no full-size temporary. Every other
+key implementation, and a non-default ``jax_threefry_partitionable``, falls
+back to ``jax.random.bernoulli``; the choice is made at trace time.
+
+How ``bernoulli`` decides, and why the threshold below is exact: for a float32
+keep probability ``p``, ``jax.random.uniform`` turns 32 random bits ``b`` into
+``u = (b >> 9) * 2**-23`` exactly, and ``bernoulli`` returns ``u < p``. Since
+``p * 2**23`` is exact in float32, ``u < p`` if and only if
+``(b >> 9) < ceil(p * 2**23)``, an integer comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from jdrop._src import errors
+
+# Threefry-2x32 with 20 rounds (Salmon et al., SC 2011), as JAX implements it.
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_KS_PARITY = np.uint32(0x1BD11BDA)
+_MANTISSA_BITS = 23  # float32 uniforms use the top 23 of 32 random bits
+_MAX_FUSED_SIZE = 2**32  # the fused counter is one uint32 word
+
+
+def is_traced(value: Any) -> bool:
+  """True if ``value`` is an abstract JAX value (inside jit, vmap, grad...)."""
+  return isinstance(value, jax.core.Tracer)
+
+
+# ----------------------------------------------------------------------------
+# Validation shared by every function that takes a key, a rate or a shape.
+
+
+def check_key(fn: str, key: Any) -> jax.Array:
+  """Returns ``key`` as a typed key with shape (), or raises a clear error.
+
+  Accepts typed keys (``jax.random.key``) and legacy raw keys
+  (``jax.random.PRNGKey``: ``uint32[2]`` for the default threefry2x32).
+  """
+  if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.ndim:
+      raise errors.value_error(
+        fn,
+        "key",
+        "must be a single PRNG key",
+        errors.Described(f"a batch of keys with shape {key.shape}"),
+        "To use one key per example, map over the keys with jax.vmap.",
+      )
+    return key
+  if isinstance(key, (jax.Array, np.ndarray)):
+    if key.dtype != np.uint32:
+      raise errors.type_error(
+        fn,
+        "key",
+        "must be a PRNG key",
+        errors.Described(f"an array of dtype {key.dtype} and shape {key.shape}"),
+        "Create one with jax.random.key(seed).",
+      )
+    impl = jax.random.key_impl(jax.random.key(0))  # the default implementation
+    key_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
+    if key.shape[-len(key_shape) :] != key_shape:
+      raise errors.type_error(
+        fn,
+        "key",
+        f"must be a PRNG key (a raw key has shape {key_shape})",
+        errors.Described(f"a uint32 array of shape {key.shape}"),
+        "Create one with jax.random.key(seed).",
+      )
+    if key.ndim > len(key_shape):
+      raise errors.value_error(
+        fn,
+        "key",
+        "must be a single PRNG key",
+        errors.Described(f"a batch of raw keys with shape {key.shape}"),
+        "To use one key per example, map over the keys with jax.vmap.",
+      )
+    return jax.random.wrap_key_data(key)
+  raise errors.type_error(
+    fn,
+    "key",
+    "must be a PRNG key",
+    errors.short(key),
+    "Create one with jax.random.key(seed) and split it with jax.random.split.",
+  )
+
+
+def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
+  """Validates a concrete drop rate; a traced rate cannot be checked here.
+
+  Callers turn a traced rate outside [0, 1] into NaN outputs with
+  :func:`invalid_rate`, so that a bad traced rate is loud, not silently wrong.
+  """
+  if isinstance(rate, (bool, np.bool_)):
+    raise errors.type_error(
+      fn, "rate", "must be a float drop probability", rate, "Pass a number such as rate=0.1."
+    )
+  if is_traced(rate):
+    if not jnp.issubdtype(jnp.result_type(rate), jnp.number) or jnp.ndim(rate):
+      raise errors.type_error(
+        fn,
+        "rate",
+        "must be a real scalar",
+        errors.Described(f"a traced {jax.typeof(rate)}"),
+        "Pass a scalar float.",
+      )
+    return
+  try:
+    value = np.asarray(rate)
+  except Exception:
+    value = None
+  if (
+    value is None
+    or value.ndim
+    or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+  ):
+    raise errors.type_error(
+      fn,
+      "rate",
+      "must be a real scalar drop probability",
+      errors.short(rate),
+      "Pass a number such as rate=0.1.",
+    )
+  value = float(value)
+  upper_ok = value <= 1.0 if allow_one else value < 1.0
+  if not (value >= 0.0 and upper_ok):  # also catches NaN
+    interval = "[0, 1]" if allow_one else "[0, 1)"
+    fix = "Pass the probability of *dropping* a unit, e.g. rate=0.1."
+    if not allow_one and value == 1.0:
+      fix = "Rate 1 gives this noise infinite variance; use a rate below 1."
+    raise errors.value_error(fn, "rate", f"must be a drop probability in {interval}", rate, fix)
+
+
+def invalid_rate(rate: ArrayLike, *, allow_one: bool = True) -> jax.Array | bool:
+  """For a traced rate: a boolean scalar, True where the rate is out of range or NaN."""
+  if not is_traced(rate):
+    return False
+  rate = jnp.asarray(rate)
+  upper_ok = rate <= 1 if allow_one else rate < 1
+  return ~((rate >= 0) & upper_ok)
+
+
+def check_shape(fn: str, shape: Any) -> tuple[int, ...]:
+  """Returns ``shape`` as a tuple of non-negative Python ints, or raises."""
+  if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
+    shape = (shape,)
+  if not isinstance(shape, Sequence) or isinstance(shape, str):
+    raise errors.type_error(
+      fn,
+      "shape",
+      "must be a tuple of non-negative ints",
+      errors.short(shape),
+      "Pass for example shape=(32, 128).",
+    )
+  dims = []
+  for dim in shape:
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+      raise errors.type_error(
+        fn,
+        "shape",
+        "must contain only ints",
+        tuple(shape),
+        "Pass integer sizes, for example shape=(32, 128).",
+      )
+    if dim < 0:
+      raise errors.value_error(
+        fn,
+        "shape",
+        "must not contain negative sizes",
+        tuple(shape),
+        "Pass non-negative sizes, for example shape=(32, 128).",
+      )
+    dims.append(operator.index(dim))
+  return tuple(dims)
+
+
+# ----------------------------------------------------------------------------
+# The keep probability and its threshold.
+
+
+def keep_probability(rate: ArrayLike) -> jax.Array:
+  """``1 - rate`` as ``bernoulli`` would see it, as a float32 scalar.
+
+  A concrete rate is subtracted in double precision and rounded once, as
+  ``jax.random.bernoulli(key, 1 - rate)`` does with a Python float. A traced
+  rate is subtracted in its own dtype (at least float32). The result is never
+  rounded to the dtype of ``x``: a bf16 keep probability would bias the mask.
+  """
+  if is_traced(rate) or isinstance(rate, jax.Array):
+    rate = jnp.asarray(rate)
+    dtype = (
+      jnp.promote_types(rate.dtype, jnp.float32)
+      if jnp.issubdtype(rate.dtype, jnp.floating)
+      else jnp.float32
+    )
+    return (1 - rate.astype(dtype)).astype(jnp.float32)
+  return jnp.float32(1.0 - float(rate))
+
+
+def _threshold(keep: jax.Array) -> jax.Array:
+  """``ceil(keep * 2**23)`` clipped to ``[0, 2**23]`` as uint32 (see module docstring)."""
+  scaled = jnp.ceil(keep * np.float32(2**_MANTISSA_BITS))
+  scaled = jnp.clip(jnp.nan_to_num(scaled, nan=0.0), 0, 2**_MANTISSA_BITS)
+  return scaled.astype(jnp.uint32)
+
+
+# ----------------------------------------------------------------------------
+# The fused threefry2x32 generator.
+
+
+def fused_path_available(key: jax.Array, size: int) -> bool:
+  """Whether the fused generator reproduces ``jax.random`` for this key and size.
+
+  Decided at trace time from static information only: the key's
+  implementation, JAX's ``jax_threefry_partitionable`` flag, and the size.
+  """
+  return (
+    str(jax.random.key_impl(key)) == "threefry2x32"
+    and bool(jax.config.jax_threefry_partitionable)
+    and size < _MAX_FUSED_SIZE
+  )
+
+
+def _rotate_left(x: jax.Array, r: int) -> jax.Array:
+  return lax.shift_left(x, np.uint32(r)) | lax.shift_right_logical(x, np.uint32(32 - r))
+
+
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+  """The row-major flat index of every element as uint32 (``shape`` has < 2**32 elements)."""
+  if not shape:
+    return jnp.zeros((), jnp.uint32)
+  strides = np.cumprod((*shape[1:], 1)[::-1])[::-1]
+  index = None
+  for axis, stride in enumerate(strides):
+    term = lax.broadcasted_iota(jnp.uint32, shape, axis)
+    if stride != 1:
+      term = term * np.uint32(stride)
+    index = term if index is None else index + term
+  return index
+
+
+def threefry_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``jax.random.bits(key, shape)`` (uint32) for a threefry2x32 key, as fusible ops.
+
+  JAX's partitionable threefry hashes the 64-bit flat index of each element,
+  split into a high and a low 32-bit word, and returns the XOR of the two output
+  words. With fewer than 2**32 elements the high word is 0.
+  """
+  k0, k1 = (jnp.asarray(word, jnp.uint32) for word in jax.random.key_data(key))
+  ks = (k0, k1, k0 ^ k1 ^ _KS_PARITY)
+  x0 = jnp.broadcast_to(ks[0], shape)  # high word 0 plus the first key word
+  x1 = _flat_index(shape) + ks[1]
+  for block in range(5):
+    for r in _ROTATIONS[block % 2]:
+      x0 = x0 + x1
+      x1 = x0 ^ _rotate_left(x1, r)
+    x0 = x0 + ks[(block + 1) % 3]
+    x1 = x1 + ks[(block + 2) % 3] + np.uint32(block + 1)
+  return x0 ^ x1
+
+
+def draw_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: jax.Array) -> jax.Array:
+  """The keep mask for a validated typed key, static shape and float32 keep probability."""
+  if fused_path_available(key, math.prod(shape)):
+    bits = threefry_bits(key, shape)
+    return lax.shift_right_logical(bits, np.uint32(32 - _MANTISSA_BITS)) < _threshold(keep)
+  return jax.random.bernoulli(key, keep, shape)
+
+
+def keep_mask(key: ArrayLike, shape: Sequence[int] | int, *, rate: ArrayLike) -> jax.Array:
+  r"""Draws a boolean keep mask: ``True`` marks a kept unit, with probability ``1 - rate``.
+
+  .. math::
+     m_i \sim \mathrm{Bernoulli}(1 - r) \quad \text{independently for each element.}
+
+  The result equals ``jax.random.bernoulli(key, 1 - rate, shape)`` bit for bit
+  (with a float32 keep probability), so a mask drawn here is the one
+  ``flax.linen.Dropout`` draws from the same key. Masks are ordinary values: draw
+  one, then apply it in both orders with :func:`jdrop.apply_mask`.
+
+  Args:
+    key: a PRNG key, typed (``jax.random.key``) or raw (``jax.random.PRNGKey``).
+      One key; use ``jax.vmap`` for a batch of keys.
+    shape: the mask's shape, a tuple of non-negative ints.
+    rate: the **drop** probability in [0, 1]; may be traced (jit, vmap, grad).
+
+  Returns:
+    A bool array of shape ``shape``.
+
+  Example:
+    >>> import jax, jdrop
+    >>> mask = jdrop.keep_mask(jax.random.key(0), (2, 4), rate=0.5)
+    >>> mask.shape, mask.dtype
+    ((2, 4), dtype('bool'))
+    >>> bool((mask == jax.random.bernoulli(jax.random.key(0), 0.5, (2, 4))).all())
+    True
+  """
+  fn = "jdrop.keep_mask"
+  key = check_key(fn, key)
+  shape = check_shape(fn, shape)
+  check_rate(fn, rate)
+  return draw_keep_mask(key, shape, keep_probability(rate))
