@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jdrop._src import errors, masks
+from jdrop._src import errors
+from jdrop._src import masks
 
 # ----------------------------------------------------------------------------
 # Shared helpers.

@@ -9,14 +9,18 @@ key they see the same mask and any difference is due to the order alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
 
 import jax
 from jax.typing import ArrayLike
 
-from jdrop._src import activations, errors, masks
+from jdrop._src import activations
 from jdrop._src import dropout as _dropout
+from jdrop._src import errors
+from jdrop._src import masks
 
 ORDERS = ("pre", "post")
 

@@ -1,0 +1,132 @@
+"""The fused threefry path of keep_mask: bit-identity with jax.random, and when it is used."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jdrop
+from jdrop._src import masks
+
+SHAPES = [(), (0,), (1,), (2,), (3,), (7,), (31, 3), (2, 3, 5), (4, 1, 9), (1025,), (64, 129)]
+RATES = [0.0, 1e-7, 0.1, 0.25, 0.3, 0.5, 0.7, 0.9, 0.999_999, 1.0]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_threefry_bits_equal_jax_random_bits(shape):
+  for seed in (0, 1, 2**31 - 1, 123_456_789):
+    key = jax.random.key(seed)
+    expected = jax.random.bits(key, shape, jnp.uint32)
+    np.testing.assert_array_equal(masks.threefry_bits(key, shape), expected)
+    np.testing.assert_array_equal(
+      jax.jit(masks.threefry_bits, static_argnums=1)(key, shape), expected
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_keep_mask_equals_bernoulli(shape, jit):
+  draw = jax.jit(jdrop.keep_mask, static_argnums=1) if jit else jdrop.keep_mask
+  for seed in (0, 7):
+    for rate in RATES:
+      key = jax.random.key(seed)
+      expected = jax.random.bernoulli(key, 1 - rate, shape)
+      np.testing.assert_array_equal(draw(key, shape, rate=rate), expected, err_msg=f"{rate=}")
+
+
+def test_threshold_is_exact_on_and_around_grid_points():
+  # Keep probabilities exactly on a uniform grid point k * 2**-23, and one float32
+  # ulp either side, are where an inexact threshold would differ from bernoulli.
+  key = jax.random.key(3)
+  shape = (4096,)
+  draw = jax.jit(lambda key, keep: masks.draw_keep_mask(key, shape, keep))
+  for k in (1, 2, 2**22, 2**23 - 1, 1_234_567):
+    p = np.float32(k * 2.0**-23)
+    for keep in (np.nextafter(p, np.float32(0)), p, np.nextafter(p, np.float32(1))):
+      keep = jnp.float32(keep)
+      np.testing.assert_array_equal(draw(key, keep), jax.random.bernoulli(key, keep, shape))
+
+
+def test_traced_rate_equals_bernoulli_with_same_keep():
+  key = jax.random.key(11)
+  rates = jnp.linspace(0.0, 1.0, 41)
+  got = jax.vmap(lambda r: jdrop.keep_mask(key, (257,), rate=r))(rates)
+  expected = jax.vmap(lambda r: jax.random.bernoulli(key, 1 - r, (257,)))(rates)
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_vmap_over_keys_equals_vmapped_bernoulli():
+  keys = jax.random.split(jax.random.key(0), 64)
+  got = jax.jit(jax.vmap(lambda k: jdrop.keep_mask(k, (33, 5), rate=0.3)))(keys)
+  expected = jax.vmap(lambda k: jax.random.bernoulli(k, 0.7, (33, 5)))(keys)
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_legacy_raw_keys_match():
+  key = jax.random.PRNGKey(42)
+  np.testing.assert_array_equal(
+    jdrop.keep_mask(key, (100,), rate=0.4), jax.random.bernoulli(key, 0.6, (100,))
+  )
+  keys = jax.random.split(key, 8)  # a uint32[8, 2] batch of raw keys, mapped
+  got = jax.vmap(lambda k: jdrop.keep_mask(k, (10,), rate=0.4))(keys)
+  np.testing.assert_array_equal(got, jax.vmap(lambda k: jax.random.bernoulli(k, 0.6, (10,)))(keys))
+
+
+def _uses_random_bits(fn, *args) -> bool:
+  return "random_bits" in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_fused_path_is_used_for_default_threefry_keys():
+  key = jax.random.key(0)
+  draw = lambda k: jdrop.keep_mask(k, (16,), rate=0.5)
+  assert not _uses_random_bits(draw, key)  # fused: plain integer ops, no primitive
+  assert _uses_random_bits(lambda k: jax.random.bernoulli(k, 0.5, (16,)), key)
+
+
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg", "threefry2x32"])
+def test_other_key_implementations_fall_back_and_still_match(impl):
+  key = jax.random.key(5, impl=impl)
+  got = jdrop.keep_mask(key, (3, 7), rate=0.3)
+  np.testing.assert_array_equal(got, jax.random.bernoulli(key, 0.7, (3, 7)))
+  assert masks.fused_path_available(key, 21) == (impl == "threefry2x32")
+
+
+def test_non_partitionable_threefry_falls_back():
+  key = jax.random.key(9)
+  with jax.threefry_partitionable(False):
+    assert not masks.fused_path_available(key, 10)
+    got = jax.jit(lambda k: jdrop.keep_mask(k, (300,), rate=0.5))(key)
+    expected = jax.random.bernoulli(key, 0.5, (300,))
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_fused_path_limited_to_32_bit_counters():
+  key = jax.random.key(0)
+  assert masks.fused_path_available(key, 2**32 - 1)
+  assert not masks.fused_path_available(key, 2**32)
+
+
+def test_dropout_program_has_no_full_size_temporary():
+  # The fused mask, compare and select compile to one loop: XLA's temporary
+  # buffers stay far below one byte per element (bernoulli needs 4+).
+  n = 2**20
+  x = jax.ShapeDtypeStruct((n,), jnp.float32)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  compiled = jax.jit(lambda k, x: jdrop.dropout(k, x, rate=0.5)).lower(key, x).compile()
+  stats = compiled.memory_analysis()
+  if stats is None:  # pragma: no cover - backend without memory analysis
+    pytest.skip("memory_analysis unavailable on this backend")
+  assert stats.temp_size_in_bytes <= n, stats.temp_size_in_bytes
+
+
+def test_threshold_matches_float_comparison_exhaustively_for_small_grid():
+  # For every 23-bit uniform value k and a sweep of keep probabilities, the integer
+  # compare (k < ceil(p * 2**23)) equals bernoulli's float compare (k * 2**-23 < p).
+  k = lax.iota(jnp.uint32, 2**16) * jnp.uint32(2**7)  # spread over [0, 2**23)
+  u = k.astype(jnp.float32) * jnp.float32(2.0**-23)
+  for p in np.linspace(0, 1, 257, dtype=np.float32):
+    np.testing.assert_array_equal(k < masks._threshold(jnp.float32(p)), u < p)
+  assert math.isclose(float(u[-1]), 1 - 2**-16, rel_tol=0)
