@@ -17,7 +17,9 @@ The shared contract (tested in ``tests/test_dropout.py``):
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,7 +152,38 @@ def _check_deterministic(fn: str, deterministic: Any) -> None:
     )
 
 
-def masked(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
+def compiled(body: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """Jits ``body(*arrays, **hyperparameters)``, the thin-wrapper/jitted-core split.
+
+  Hyperparameters that are concrete Python values (a float rate, a bool flag, a
+  tuple of axes) become static arguments, so ``body`` sees them as Python values
+  exactly as an un-jitted call would (a concrete rate's keep probability is
+  computed in double precision, as ``flax`` does). Traced values and JAX arrays
+  stay dynamic. Eager calls then run one cached executable instead of dispatching
+  every operation.
+  """
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def jitted(static: tuple[tuple[str, Any], ...], dynamic: dict[str, Any], *arrays: Any):
+    return body(*arrays, **dict(static), **dynamic)
+
+  @functools.wraps(body)
+  def call(*arrays: Any, **params: Any) -> jax.Array:
+    static, dynamic = [], {}
+    for name, value in params.items():
+      if masks.is_traced(value) or isinstance(value, jax.Array):
+        dynamic[name] = value
+      elif isinstance(value, (np.ndarray, np.generic)):
+        static.append((name, value.item()))
+      else:
+        static.append((name, value))
+    return jitted(tuple(sorted(static)), dynamic, *arrays)
+
+  return call
+
+
+@compiled
+def masked(x: jax.Array, mask: jax.Array, *, rate: ArrayLike) -> jax.Array:
   """:func:`apply_mask` on validated arguments (used by the orders and the modules)."""
   return _finish(_masked_scale(x, mask, rate), x, rate, False)
 
@@ -163,7 +196,7 @@ def _masked_scale(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
     keep = keep if keep > 0 else 1.0
   else:
     # Traced: divide by 1 where keep is 0, so gradients are 0, never 0/0.
-    keep = jnp.where(keep > 0, keep, jnp.ones_like(keep))
+    keep = jnp.where(keep > 0, keep, jnp.ones_like(keep)).astype(_compute_dtype(x.dtype))
   if x.dtype == _compute_dtype(x.dtype):
     scaled = x / keep
   else:
@@ -223,7 +256,7 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, rate: ArrayLike) -> jax.Array:
       errors.Described(f"shape {mask.shape}"),
       "Draw the mask with the shape of x (or 1 along shared axes).",
     )
-  return masked(x, mask, rate)
+  return masked(x, mask, rate=rate)
 
 
 def dropout(
@@ -282,9 +315,14 @@ def _dropout(
     return x
   if _is_concrete_value(rate, 1.0):
     return jnp.zeros_like(x)
-  mask = masks.draw_keep_mask(
-    key, mask_shape(x.shape, broadcast_dims), masks.keep_probability(rate)
-  )
+  return _dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
+
+
+@compiled
+def _dropout_core(
+  key: jax.Array, x: jax.Array, *, rate: ArrayLike, dims: tuple[int, ...], deterministic: Any
+) -> jax.Array:
+  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), masks.keep_probability(rate))
   return _finish(_masked_scale(x, mask, rate), x, rate, deterministic)
 
 
@@ -363,6 +401,13 @@ def alpha_dropout(
     return x
   if _is_concrete_value(rate, 1.0):
     return jnp.zeros_like(x)
+  return _alpha_dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
+
+
+@compiled
+def _alpha_dropout_core(
+  key: jax.Array, x: jax.Array, *, rate: ArrayLike, dims: tuple[int, ...], deterministic: Any
+) -> jax.Array:
   scale, alpha = selu_constants()
   saturation = -scale * alpha
   dtype = _compute_dtype(x.dtype)
@@ -371,9 +416,7 @@ def alpha_dropout(
   safe_q = jnp.where(positive, q, jnp.ones_like(q))
   a = jnp.where(positive, (safe_q + saturation**2 * safe_q * (1 - safe_q)) ** -0.5, 0)
   b = -a * (1 - q) * saturation
-  mask = masks.draw_keep_mask(
-    key, mask_shape(x.shape, broadcast_dims), masks.keep_probability(rate)
-  )
+  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), masks.keep_probability(rate))
   kept = a * x.astype(dtype) + b
   out = jnp.where(mask, kept, a * saturation + b).astype(x.dtype)
   return _finish(out, x, rate, deterministic)
@@ -416,10 +459,21 @@ def gaussian_dropout(
   _check_deterministic(fn, deterministic)
   if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
     return x
+  return _gaussian_dropout_core(key, x, rate=rate, deterministic=deterministic)
+
+
+@compiled
+def _gaussian_dropout_core(
+  key: jax.Array, x: jax.Array, *, rate: ArrayLike, deterministic: Any
+) -> jax.Array:
   dtype = _compute_dtype(x.dtype)
   q = jnp.asarray(_scale_keep(rate), dtype)
   safe_q = jnp.where(q > 0, q, jnp.ones_like(q))
-  std = jnp.sqrt((1 - safe_q) / safe_q)
+  variance = (1 - safe_q) / safe_q
+  # sqrt has an infinite slope at 0: take the gradient at variance 0 (rate 0, or a
+  # rate that rounds to it) to be 0 instead of inf * 0 = NaN.
+  positive = variance > 0
+  std = jnp.where(positive, jnp.sqrt(jnp.where(positive, variance, 1)), 0)
   noise = 1 + std * jax.random.normal(key, x.shape, dtype)
   out = (x.astype(dtype) * noise).astype(x.dtype)
   return _finish(out, x, rate, deterministic, allow_one=False)

@@ -108,8 +108,8 @@ def both_orders(
   f = resolve_activation(fn, activation)
   dims = _dropout.check_broadcast_dims(fn, broadcast_dims, x.ndim)
   mask = masks.draw_keep_mask(key, _dropout.mask_shape(x.shape, dims), masks.keep_probability(rate))
-  pre = _apply(fn, f, _dropout.masked(x, mask, rate))
-  post = _dropout.masked(_apply(fn, f, x), mask, rate)
+  pre = _apply(fn, f, _dropout.masked(x, mask, rate=rate))
+  post = _dropout.masked(_apply(fn, f, x), mask, rate=rate)
   return Orders(pre=pre, post=post, mask=mask)
 
 

@@ -1,0 +1,724 @@
+"""Benchmarks for jdrop: dropout speed, many masks at once, memory and compile time.
+
+Run from the repository root::
+
+  PYTHONPATH=. python experiments/benchmarks.py [--quick] [--out PATH.md] [--json PATH]
+      [--sizes 16 20 24] [--rounds 15] [--force]
+
+What is measured, for dropout at rate 0.5 of a 1-D array of ``2**k`` elements:
+
+* ``jdrop`` (``jdrop.dropout``, jitted), ``jdrop (fused off)`` (a ``jax.random.bernoulli`` mask
+  with the same keep probability, applied by ``jdrop.apply_mask``: jdrop without its fused
+  threefry path, which isolates what that path gains),
+  ``flax.linen.Dropout`` (jitted ``apply`` with ``rng=``), ``bernoulli+select`` (plain
+  ``jax.random.bernoulli`` and ``lax.select``, jitted), ``torch`` (``torch.nn.functional.dropout``,
+  only when torch is importable and runs on the device JAX uses) and the ``floor``, a jitted
+  ``x * 2`` that reads and writes the same bytes and does no random work.
+* Before anything is timed, every JAX contender's output is checked to equal flax's bit for bit
+  for the same key, at every size and dtype: a benchmark that times wrong code is worthless.
+* Timing: after compilation and warm-up, the contenders run in interleaved rounds in this one
+  process (round-robin, the starting contender rotating each round). A sample is
+  ``time.perf_counter`` around ``reps`` back-to-back ``fn(...).block_until_ready()`` calls,
+  divided by ``reps``; ``reps`` is 1 unless the fastest contender takes under 2 ms, so that tiny
+  sizes are not measured at the timer's resolution. Tables show medians over the rounds; ratios
+  are ratios of medians. Bandwidth counts the bytes of ``x`` read plus the output written.
+* Many masks: ``jdrop.keep_mask`` against ``jax.random.bernoulli``, each ``jax.vmap``-ed over
+  1024 keys of 4096 elements (the masks are checked to be equal first).
+* Memory: ``temp_size_in_bytes`` of the compiled program (``memory_analysis()``) for dropout of
+  ``2**24`` float32 elements, per element.
+* Compile time: ``lower`` + ``compile`` wall time of a fresh function after
+  ``jax.clear_caches()``, with a new static shape each run (median of several runs).
+
+The script has no device-specific code: on a GPU, add ``--sizes 16 20 24 28``. The goals
+listed at the end of the report are the project's targets; they are evaluated, never assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jaxlib
+import numpy as np
+from jax import lax
+
+import jdrop
+
+RATE = 0.5
+KEEP = 1.0 - RATE
+DTYPES = (jnp.float32, jnp.bfloat16)
+DEFAULT_SIZES = (16, 20, 24)
+QUICK_SIZES = (10, 12)
+DEFAULT_ROUNDS = 15
+QUICK_ROUNDS = 3
+MASKS_SHAPE = (1024, 4096)  # (number of masks, elements per mask)
+QUICK_MASKS_SHAPE = (128, 4096)
+MEMORY_SIZE = 24  # exponent: memory is reported for 2**24 float32 elements
+COMPILE_SIZE = 20
+MIN_SAMPLE_S = 2e-3
+MAX_REPS = 200
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+JDROP = "jdrop"
+UNFUSED = "jdrop (fused off)"
+FLAX = "flax.linen.Dropout"
+BERNOULLI = "bernoulli+select"
+TORCH = "torch"
+FLOOR = "floor (x * 2)"
+
+DropoutFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class BenchmarkError(Exception):
+  """A contender computed something other than what it claims; nothing is timed."""
+
+
+# ----------------------------------------------------------------------------
+# The contenders.
+
+
+def jdrop_dropout(key: jax.Array, x: jax.Array) -> jax.Array:
+  return jdrop.dropout(key, x, rate=RATE)
+
+
+def jdrop_unfused(key: jax.Array, x: jax.Array) -> jax.Array:
+  # Not a patch of jdrop's fused_path_available: jdrop jits its own core, and a trace cached
+  # there (patched or not) would leak into the other contender.
+  return jdrop.apply_mask(x, jax.random.bernoulli(key, KEEP, x.shape), rate=RATE)
+
+
+_FLAX_MODULE = nn.Dropout(rate=RATE, deterministic=False)
+
+
+def flax_dropout(key: jax.Array, x: jax.Array) -> jax.Array:
+  return _FLAX_MODULE.apply({}, x, rng=key)
+
+
+def bernoulli_select(key: jax.Array, x: jax.Array) -> jax.Array:
+  mask = jax.random.bernoulli(key, KEEP, x.shape)
+  return lax.select(mask, x / KEEP, jnp.zeros_like(x))
+
+
+def floor(x: jax.Array) -> jax.Array:
+  return x * 2
+
+
+DROPOUT_FNS: dict[str, DropoutFn] = {
+  JDROP: jdrop_dropout,
+  UNFUSED: jdrop_unfused,
+  FLAX: flax_dropout,
+  BERNOULLI: bernoulli_select,
+}
+
+
+def fresh(fn: DropoutFn) -> DropoutFn:
+  """A new function object: JAX caches traces per function, so this forces a new trace."""
+  return lambda key, x: fn(key, x)
+
+
+def uses_jax_random(fn: DropoutFn, key: jax.Array) -> bool:
+  """Whether ``fn`` draws its mask through ``jax.random`` (a ``random_bits`` primitive)."""
+  jaxpr = str(jax.make_jaxpr(fresh(fn))(key, jnp.ones(8, jnp.float32)))
+  return "random_bits" in jaxpr or "threefry2x32" in jaxpr
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+  """A named zero-argument callable that runs once and blocks until the result is ready."""
+
+  name: str
+  run: Callable[[], Any]
+
+
+def jax_runner(fn: Callable[..., jax.Array], *args: Any) -> Callable[[], Any]:
+  return lambda: fn(*args).block_until_ready()
+
+
+def import_torch() -> ModuleType | None:
+  """torch, an optional contender, or None where it is not installed."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch
+
+
+def torch_contender(x: jax.Array, jax_platform: str) -> Contender | str:
+  """``torch.nn.functional.dropout`` on the device JAX uses, or the reason it is skipped."""
+  torch = import_torch()
+  if torch is None:
+    return "torch is not importable"
+  if jax_platform == "cpu":
+    device = "cpu"
+  elif jax_platform == "gpu" and torch.cuda.is_available():
+    device = "cuda"
+  else:
+    return f"torch has no device matching JAX's {jax_platform!r}"
+  dtype = {np.dtype(jnp.float32): torch.float32, np.dtype(jnp.bfloat16): torch.bfloat16}[x.dtype]
+  host = np.array(x.astype(jnp.float32))  # a writable copy, as torch.from_numpy wants
+  t = torch.from_numpy(host).to(device=device, dtype=dtype)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def run() -> None:
+    torch.nn.functional.dropout(t, p=RATE, training=True)
+    sync()
+
+  return Contender(TORCH, run)
+
+
+# ----------------------------------------------------------------------------
+# Timing.
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Per-call times (seconds) of one contender, one sample per round."""
+
+  samples: tuple[float, ...]
+  reps: int
+
+  @property
+  def median(self) -> float:
+    return statistics.median(self.samples)
+
+  @property
+  def spread(self) -> float:
+    """Interquartile range over the median."""
+    if len(self.samples) < 2:
+      return 0.0
+    q1, _, q3 = statistics.quantiles(self.samples, n=4)
+    return (q3 - q1) / self.median
+
+
+def time_once(run: Callable[[], Any], reps: int) -> float:
+  start = time.perf_counter()
+  for _ in range(reps):
+    run()
+  return (time.perf_counter() - start) / reps
+
+
+def time_interleaved(
+  contenders: Sequence[Contender], *, rounds: int, warmup: int
+) -> dict[str, Timing]:
+  """Round-robin timing of already compiled contenders; see the module docstring."""
+  warm = [min(time_once(c.run, 1) for _ in range(max(warmup, 1))) for c in contenders]
+  reps = max(1, min(MAX_REPS, math.ceil(MIN_SAMPLE_S / max(min(warm), 1e-9))))
+  samples: dict[str, list[float]] = {c.name: [] for c in contenders}
+  for r in range(rounds):
+    shift = r % len(contenders)
+    for c in (*contenders[shift:], *contenders[:shift]):
+      samples[c.name].append(time_once(c.run, reps))
+  return {name: Timing(tuple(s), reps) for name, s in samples.items()}
+
+
+# ----------------------------------------------------------------------------
+# The benchmarks.
+
+
+def check_equal(what: str, got: jax.Array, want: jax.Array) -> None:
+  got_np, want_np = np.asarray(got), np.asarray(want)
+  if got_np.shape != want_np.shape or got_np.dtype != want_np.dtype:
+    raise BenchmarkError(
+      f"{what}: got {got_np.dtype}{list(got_np.shape)}, want {want_np.dtype}{list(want_np.shape)}"
+    )
+  # Compare bit patterns: NaN == NaN and -0.0 != 0.0 here, as "bit for bit" means.
+  bits = np.uint16 if got_np.dtype.itemsize == 2 else np.uint32
+  diff = int(np.count_nonzero(got_np.view(bits) != want_np.view(bits))) if got_np.size else 0
+  if diff:
+    raise BenchmarkError(f"{what}: {diff} of {got_np.size} elements differ; refusing to time it")
+
+
+def bench_dropout(
+  exponent: int, dtype: Any, *, rounds: int, warmup: int, jax_platform: str
+) -> tuple[list[dict[str, Any]], str | None]:
+  """Times every contender for one size and dtype; returns rows and a torch skip reason."""
+  n = 2**exponent
+  key = jax.random.key(0)
+  x = jax.random.normal(jax.random.key(1), (n,), jnp.float32).astype(dtype)
+  jitted = {name: jax.jit(fn) for name, fn in DROPOUT_FNS.items()}
+  want = jitted[FLAX](key, x)
+  for name, fn in jitted.items():
+    # At rate 0.5 the scale 1/0.5 is a power of two, so bf16 outputs match exactly too.
+    check_equal(f"{name} vs {FLAX} at 2^{exponent} {np.dtype(dtype).name}", fn(key, x), want)
+  del want
+  contenders = [Contender(name, jax_runner(fn, key, x)) for name, fn in jitted.items()]
+  torch_or_reason = torch_contender(x, jax_platform)
+  skipped = None
+  if isinstance(torch_or_reason, Contender):
+    torch_or_reason.run()  # first call: allocation and kernel selection
+    contenders.append(torch_or_reason)
+  else:
+    skipped = torch_or_reason
+  floor_jit = jax.jit(floor)
+  floor_jit(x).block_until_ready()
+  contenders.append(Contender(FLOOR, jax_runner(floor_jit, x)))
+  timings = time_interleaved(contenders, rounds=rounds, warmup=warmup)
+
+  nbytes = 2 * n * np.dtype(dtype).itemsize  # x read once, the output written once
+  floor_t, flax_t = timings[FLOOR].median, timings[FLAX].median
+  rows = [
+    {
+      "size_log2": exponent,
+      "dtype": np.dtype(dtype).name,
+      "contender": name,
+      "median_s": t.median,
+      "spread": t.spread,
+      "reps": t.reps,
+      "rounds": len(t.samples),
+      "ratio_to_floor": t.median / floor_t,
+      "speedup_over_flax": flax_t / t.median,
+      "gb_per_s": nbytes / t.median / 1e9,
+    }
+    for name, t in timings.items()
+  ]
+  return rows, skipped
+
+
+def bench_masks(shape: tuple[int, int], *, rounds: int, warmup: int) -> dict[str, Any]:
+  """``jdrop.keep_mask`` vs ``jax.random.bernoulli``, both vmapped over one key per mask."""
+  count, length = shape
+  keys = jax.random.split(jax.random.key(2), count)
+  ours = jax.jit(jax.vmap(lambda k: jdrop.keep_mask(k, (length,), rate=RATE)))
+  theirs = jax.jit(jax.vmap(lambda k: jax.random.bernoulli(k, KEEP, (length,))))
+  check_equal(f"vmapped jdrop.keep_mask {count}x{length}", ours(keys), theirs(keys))
+  timings = time_interleaved(
+    [Contender("jdrop", jax_runner(ours, keys)), Contender("bernoulli", jax_runner(theirs, keys))],
+    rounds=rounds,
+    warmup=warmup,
+  )
+  return {
+    "masks": count,
+    "elements": length,
+    "jdrop_s": timings["jdrop"].median,
+    "bernoulli_s": timings["bernoulli"].median,
+    "speedup": timings["bernoulli"].median / timings["jdrop"].median,
+    "reps": timings["jdrop"].reps,
+    "rounds": rounds,
+  }
+
+
+def bench_memory(exponent: int) -> list[dict[str, Any]]:
+  """Temporary bytes of each compiled dropout program for ``2**exponent`` float32 elements."""
+  n = 2**exponent
+  x = jax.ShapeDtypeStruct((n,), jnp.float32)
+  rows = []
+  for name, fn in DROPOUT_FNS.items():
+    stats = jax.jit(fresh(fn)).lower(jax.random.key(0), x).compile().memory_analysis()
+    temp = None if stats is None else int(stats.temp_size_in_bytes)
+    rows.append(
+      {
+        "contender": name,
+        "size_log2": exponent,
+        "temp_bytes": temp,
+        "temp_bytes_per_element": None if temp is None else temp / n,
+      }
+    )
+  return rows
+
+
+def bench_compile(runs: int) -> list[dict[str, Any]]:
+  """Median ``lower`` + ``compile`` wall time from cold caches, interleaved across programs."""
+  names = (JDROP, BERNOULLI, FLAX)
+  times: dict[str, list[float]] = {name: [] for name in names}
+  key = jax.random.key(0)
+  config = "jax_enable_compilation_cache"
+  saved = getattr(jax.config, config, None)
+  if saved is not None:
+    jax.config.update(config, False)  # a persistent cache hit is not a compile
+  try:
+    for run in range(runs):
+      x = jax.ShapeDtypeStruct((2**COMPILE_SIZE + 128 * (run + 1),), jnp.float32)
+      for name in names:
+        jax.clear_caches()
+        start = time.perf_counter()
+        jax.jit(fresh(DROPOUT_FNS[name])).lower(key, x).compile()
+        times[name].append(time.perf_counter() - start)
+  finally:
+    if saved is not None:
+      jax.config.update(config, saved)
+  return [
+    {"contender": name, "median_s": statistics.median(t), "runs": runs, "samples_s": t}
+    for name, t in times.items()
+  ]
+
+
+# ----------------------------------------------------------------------------
+# Goals: the project's targets, evaluated on what was measured.
+
+
+def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+  def find(exponent: int, dtype: str, contender: str) -> dict[str, Any] | None:
+    for row in results["dropout"]:
+      if (row["size_log2"], row["dtype"], row["contender"]) == (exponent, dtype, contender):
+        return row
+    return None
+
+  goals: list[dict[str, Any]] = []
+
+  def add(goal: str, measured: float | None, met: bool | None, text: str) -> None:
+    goals.append({"goal": goal, "measured": measured, "met": met, "text": text})
+
+  if results["meta"]["platform"] == "cpu":
+    row = find(24, "float32", JDROP)
+    speedup = None if row is None else row["speedup_over_flax"]
+    add(
+      "f32 2^24: jdrop >= 5x faster than flax.linen.Dropout",
+      speedup,
+      None if speedup is None else speedup >= 5,
+      "2^24 not in --sizes" if speedup is None else f"{speedup:.2f}x",
+    )
+    ratio = None if row is None else row["ratio_to_floor"]
+    add(
+      "f32 2^24: jdrop <= 2x the x*2 floor",
+      ratio,
+      None if ratio is None else ratio <= 2,
+      "2^24 not in --sizes" if ratio is None else f"{ratio:.2f}x the floor",
+    )
+    masks = results["masks"]
+    add(
+      f"{masks['masks']}x{masks['elements']} masks: >= 10x faster than vmapped bernoulli",
+      masks["speedup"],
+      masks["speedup"] >= 10,
+      f"{masks['speedup']:.2f}x",
+    )
+  else:
+    largest = max(row["size_log2"] for row in results["dropout"])
+    row = find(largest, "float32", JDROP)
+    fraction = None if row is None else 1 / row["ratio_to_floor"]
+    add(
+      f"f32 2^{largest}: jdrop bandwidth >= 70% of the x*2 floor's",
+      fraction,
+      None if fraction is None else fraction >= 0.7,
+      "no float32 row" if fraction is None else f"{100 * fraction:.0f}% of the floor",
+    )
+  memory = next(r for r in results["memory"] if r["contender"] == JDROP)
+  per_element = memory["temp_bytes_per_element"]
+  add(
+    f"temporary memory of jdrop.dropout at 2^{memory['size_log2']} f32 <= 1 byte/element",
+    per_element,
+    None if per_element is None else per_element <= 1,
+    "not reported by this backend" if per_element is None else f"{per_element:.3g} B/element",
+  )
+  compile_s = {r["contender"]: r["median_s"] for r in results["compile"]}
+  ratio = compile_s[JDROP] / compile_s[BERNOULLI]
+  add(
+    "compile time of jdrop.dropout no worse than bernoulli+select's",
+    ratio,
+    ratio <= 1,
+    f"{ratio:.2f}x bernoulli+select's",
+  )
+  return goals
+
+
+# ----------------------------------------------------------------------------
+# Reporting.
+
+
+def fmt_time(seconds: float) -> str:
+  if seconds < 1e-3:
+    return f"{seconds * 1e6:.1f} µs"
+  if seconds < 1:
+    return f"{seconds * 1e3:.2f} ms"
+  return f"{seconds:.3f} s"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return lines
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+  meta = results["meta"]
+  lines = [
+    f"# jdrop benchmarks ({meta['platform']})",
+    "",
+    f"- command: `{meta['command']}`",
+    f"- date: {meta['date']}",
+    f"- device: {meta['device_kind']} ({meta['platform']}), {meta['device_count']} device(s)",
+    f"- machine: {meta['processor']}; {meta['uname']}; {meta['cpu_count']} CPUs",
+    f"- load average (1/5/15 min): {meta['load_average_start']} at the start,"
+    f" {meta['load_average_end']} at the end; wall time {meta['wall_s']:.0f} s",
+    "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+    f"- method: rate {RATE}; {meta['rounds']} interleaved rounds after {meta['warmup']} warm-up"
+    " call(s); medians; ratios of medians; GB/s counts x read + output written",
+    f"- jdrop's fused threefry path active: {meta['fused_path']}",
+    "- bit-identity: every JAX contender's output equals flax.linen.Dropout's for the same key"
+    " at every size and dtype below (checked before timing)",
+  ]
+  if meta["torch_skipped"]:
+    lines.append(f"- torch: skipped ({meta['torch_skipped']})")
+  lines += ["", "## Summary", ""]
+  rows = []
+  by_group: dict[tuple[int, str], dict[str, dict[str, Any]]] = {}
+  for row in results["dropout"]:
+    by_group.setdefault((row["size_log2"], row["dtype"]), {})[row["contender"]] = row
+  for (exponent, dtype), group in by_group.items():
+    ours, floor_row = group[JDROP], group[FLOOR]
+    rows.append(
+      [
+        f"2^{exponent}",
+        dtype,
+        fmt_time(ours["median_s"]),
+        fmt_time(group[FLAX]["median_s"]),
+        f"{ours['speedup_over_flax']:.2f}x",
+        f"{ours['ratio_to_floor']:.2f}x",
+        f"{group[UNFUSED]['median_s'] / ours['median_s']:.2f}x",
+        f"{floor_row['gb_per_s']:.1f}",
+        f"{ours['gb_per_s']:.1f}",
+        f"{100 / ours['ratio_to_floor']:.0f}%",
+      ]
+    )
+  lines += table(
+    [
+      "size",
+      "dtype",
+      "jdrop",
+      "flax",
+      "speed-up over flax",
+      "jdrop / floor",
+      "fused gain (fused off / jdrop)",
+      "floor GB/s",
+      "jdrop GB/s",
+      "jdrop BW / floor BW",
+    ],
+    rows,
+  )
+  lines += ["", "## Dropout, every contender", ""]
+  lines += table(
+    [
+      "size",
+      "dtype",
+      "contender",
+      "median",
+      "IQR/median",
+      "ratio to floor",
+      "speed-up over flax",
+      "GB/s",
+    ],
+    [
+      [
+        f"2^{r['size_log2']}",
+        r["dtype"],
+        r["contender"],
+        fmt_time(r["median_s"]),
+        f"{100 * r['spread']:.0f}%",
+        f"{r['ratio_to_floor']:.2f}",
+        f"{r['speedup_over_flax']:.2f}",
+        f"{r['gb_per_s']:.1f}",
+      ]
+      for r in results["dropout"]
+    ],
+  )
+  masks = results["masks"]
+  lines += ["", "## Many masks (jax.vmap over keys)", ""]
+  lines += table(
+    ["masks x elements", "jdrop.keep_mask", "vmapped jax.random.bernoulli", "speed-up"],
+    [
+      [
+        f"{masks['masks']} x {masks['elements']}",
+        fmt_time(masks["jdrop_s"]),
+        fmt_time(masks["bernoulli_s"]),
+        f"{masks['speedup']:.2f}x",
+      ]
+    ],
+  )
+  lines += ["", "## Temporary memory of the compiled program (float32)", ""]
+  lines += table(
+    ["contender", "size", "temp bytes", "bytes/element"],
+    [
+      [
+        r["contender"],
+        f"2^{r['size_log2']}",
+        "n/a" if r["temp_bytes"] is None else str(r["temp_bytes"]),
+        "n/a" if r["temp_bytes"] is None else f"{r['temp_bytes_per_element']:.3g}",
+      ]
+      for r in results["memory"]
+    ],
+  )
+  lines += ["", "## Compile time (lower + compile, cold caches, new shape each run)", ""]
+  compile_bern = next(r["median_s"] for r in results["compile"] if r["contender"] == BERNOULLI)
+  lines += table(
+    ["contender", "median", "runs", "vs bernoulli+select"],
+    [
+      [
+        r["contender"],
+        fmt_time(r["median_s"]),
+        str(r["runs"]),
+        f"{r['median_s'] / compile_bern:.2f}x",
+      ]
+      for r in results["compile"]
+    ],
+  )
+  lines += ["", "## Goals", ""]
+  for goal in results["goals"]:
+    verdict = {True: "met", False: "**missed**", None: "not measured"}[goal["met"]]
+    lines.append(f"- {goal['goal']}: {goal['text']} ({verdict})")
+  return "\n".join(lines) + "\n"
+
+
+def load_average() -> str:
+  """The 1/5/15-minute load averages, where the OS reports them (other work skews timings)."""
+  if not hasattr(os, "getloadavg"):
+    return "n/a"
+  return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def machine_info(command: str, rounds: int, warmup: int) -> dict[str, Any]:
+  device = jax.devices()[0]
+  processor = platform.processor()
+  cpuinfo = Path("/proc/cpuinfo")
+  if not processor and cpuinfo.exists():
+    models = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+    processor = models[0].split(":", 1)[1].strip() if models else ""
+  versions = {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "flax": flax.__version__,
+    "numpy": np.__version__,
+  }
+  torch = import_torch()
+  if torch is not None:
+    versions["torch"] = torch.__version__
+  key = jax.random.key(0)
+  return {
+    "command": command,
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "platform": device.platform,
+    "device_kind": device.device_kind,
+    "device_count": jax.device_count(),
+    "processor": processor or "unknown processor",
+    "uname": " ".join(platform.uname()),
+    "cpu_count": os.cpu_count(),
+    "versions": versions,
+    "rounds": rounds,
+    "warmup": warmup,
+    "load_average_start": load_average(),
+    "fused_path": not uses_jax_random(jdrop_dropout, key),
+  }
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+    prog="experiments/benchmarks.py",
+    description="Benchmark jdrop's dropout against flax, jax.random and torch.",
+  )
+  parser.add_argument(
+    "--quick", action="store_true", help="small sizes and 3 rounds (a smoke test)"
+  )
+  parser.add_argument(
+    "--out",
+    type=Path,
+    help="Markdown report (default experiments/results/benchmarks-<platform>.md)",
+  )
+  parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+  parser.add_argument(
+    "--sizes",
+    type=int,
+    nargs="+",
+    metavar="K",
+    help=f"array sizes as powers of two (default {' '.join(map(str, DEFAULT_SIZES))}; "
+    "add 28 on a GPU)",
+  )
+  parser.add_argument("--rounds", type=int, help=f"timed rounds (default {DEFAULT_ROUNDS})")
+  parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+  args = parser.parse_args(argv)
+  if args.sizes is not None and not all(1 <= k <= 31 for k in args.sizes):
+    parser.error(f"--sizes must be exponents in [1, 31], got {args.sizes}")
+  if args.rounds is not None and args.rounds < 1:
+    parser.error(f"--rounds must be at least 1, got {args.rounds}")
+  return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  # With torch on the same GPU, JAX must not grab most of its memory up front; read when the
+  # backend starts (below), so this does nothing if JAX is already running.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  jax_platform = jax.devices()[0].platform
+  out = args.out or RESULTS_DIR / f"benchmarks-{jax_platform}.md"
+  existing = [p for p in (out, args.json) if p is not None and p.exists()]
+  if existing and not args.force:
+    print(
+      f"benchmarks.py: refusing to overwrite {', '.join(map(str, existing))}; "
+      "pass --force to replace it, or --out/--json to write elsewhere.",
+      file=sys.stderr,
+    )
+    return 2
+
+  sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
+  rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
+  warmup = 1 if args.quick else 2
+  pythonpath = os.environ.get("PYTHONPATH")
+  command = shlex.join(["python", "experiments/benchmarks.py", *argv])
+  if pythonpath:
+    command = f"PYTHONPATH={shlex.quote(pythonpath)} {command}"
+  start = time.perf_counter()
+  results: dict[str, Any] = {"meta": machine_info(command, rounds, warmup), "dropout": []}
+
+  try:
+    torch_skipped = None
+    for exponent in sizes:
+      for dtype in DTYPES:
+        print(
+          f"[{time.perf_counter() - start:6.1f} s] dropout 2^{exponent} {np.dtype(dtype).name}",
+          file=sys.stderr,
+          flush=True,
+        )
+        rows, torch_skipped = bench_dropout(
+          exponent, dtype, rounds=rounds, warmup=warmup, jax_platform=jax_platform
+        )
+        results["dropout"] += rows
+    results["meta"]["torch_skipped"] = torch_skipped
+    print(f"[{time.perf_counter() - start:6.1f} s] many masks", file=sys.stderr, flush=True)
+    shape = QUICK_MASKS_SHAPE if args.quick else MASKS_SHAPE
+    results["masks"] = bench_masks(shape, rounds=rounds, warmup=warmup)
+  except BenchmarkError as err:
+    print(f"benchmarks.py: {err}", file=sys.stderr)
+    return 1
+  print(
+    f"[{time.perf_counter() - start:6.1f} s] memory and compile time", file=sys.stderr, flush=True
+  )
+  results["memory"] = bench_memory(MEMORY_SIZE)
+  results["compile"] = bench_compile(1 if args.quick else 5)
+  results["goals"] = evaluate_goals(results)
+  results["meta"]["load_average_end"] = load_average()
+  results["meta"]["wall_s"] = time.perf_counter() - start
+
+  markdown = render_markdown(results)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(markdown)
+  if args.json is not None:
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+  print(markdown)
+  print(f"wrote {out}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,1 @@
+"""jdrop's implementation; import the public names from :mod:`jdrop`."""

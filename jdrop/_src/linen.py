@@ -1,0 +1,302 @@
+"""Flax linen modules around the pure dropout functions; no maths in them.
+
+Each module merges its ``deterministic`` flag, validates its ``rate``, takes a key from its
+``rng_collection`` and calls one pure function of :mod:`jdrop`. It calls ``make_rng`` exactly
+where ``flax.linen.Dropout`` does: not when the module is deterministic or the rate is 0 or 1
+(the pure functions return ``x`` or zeros there without touching their key). Every other rng
+stream of a parent model therefore stays as it was, and swapping ``flax.linen.Dropout`` for
+:class:`Dropout` leaves every dropout output bit-identical in float32. (On GPU, XLA may fuse
+the mask's code into the next matmul's kernel, and jdrop's mask is other code than
+``jax.random``'s, so a later layer can round differently by about an ulp; on CPU the whole
+model is bit-identical.)
+
+Unlike ``flax.linen.Dropout``, the modules accept a traced ``rate`` or ``deterministic``
+(a module built inside ``jax.jit``); they then always draw a key, since whether it is needed
+is only known at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import flax.errors
+import flax.linen as nn
+import jax
+from jax.typing import ArrayLike
+
+from jdrop._src import dropout as _dropout
+from jdrop._src import errors
+from jdrop._src import masks
+from jdrop._src import order as _order
+
+# ----------------------------------------------------------------------------
+# Configuration shared with jdrop._src.nnx.
+
+
+def needs_key(fn: str, rate: Any, deterministic: Any, *, allow_one: bool = True) -> bool:
+  """Validates ``rate`` and ``deterministic``; True where the pure function draws from its key.
+
+  False exactly where ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` return early without
+  drawing an rng: a concrete ``deterministic=True``, or a concrete rate of 0 or 1. The test is
+  the one the pure functions use for their own early returns.
+  """
+  masks.check_rate(fn, rate, allow_one=allow_one)
+  _dropout._check_deterministic(fn, deterministic)
+  return not (
+    _dropout._is_concrete_true(deterministic)
+    or _dropout._is_concrete_value(rate, 0.0)
+    or _dropout._is_concrete_value(rate, 1.0)
+  )
+
+
+def unused_key() -> jax.Array:
+  """A valid key for a call that :func:`needs_key` says will not draw from it."""
+  return jax.random.key(0)
+
+
+# ----------------------------------------------------------------------------
+# The linen-specific part: merging ``deterministic`` and calling ``make_rng``.
+
+
+def _merge_deterministic(fn: str, field: Any, call: Any) -> Any:
+  """``flax.linen.merge_param`` for ``deterministic``, with jdrop's error messages."""
+  if field is None and call is None:
+    raise errors.value_error(
+      fn,
+      "deterministic",
+      "must be given either as a module field or at call time",
+      None,
+      "Pass deterministic=True/False to the constructor or to the call (not both).",
+    )
+  if field is not None and call is not None:
+    raise errors.value_error(
+      fn,
+      "deterministic",
+      f"was given both as a module field ({field!r}) and at call time",
+      call,
+      "Pass it in one place only, e.g. construct with deterministic=None.",
+    )
+  return field if call is None else call
+
+
+def _resolve(
+  module: nn.Module, fn: str, deterministic: Any, rng: Any, *, allow_one: bool = True
+) -> tuple[Any, jax.Array]:
+  """The merged ``deterministic`` flag and the key to pass to the pure function."""
+  deterministic = _merge_deterministic(fn, module.deterministic, deterministic)
+  if not needs_key(fn, module.rate, deterministic, allow_one=allow_one):
+    return deterministic, unused_key()
+  if rng is not None:
+    return deterministic, rng
+  try:
+    return deterministic, module.make_rng(module.rng_collection)
+  except flax.errors.InvalidRngError as err:
+    where = "/".join(module.scope.path) or type(module).__name__
+    raise errors.value_error(
+      fn,
+      "rngs",
+      f"must hold a {module.rng_collection!r} (or 'params') key for the non-deterministic"
+      f" module {where!r}",
+      errors.Described(f"the streams {sorted(module.scope.rngs)}"),
+      f"Pass rngs={{{module.rng_collection!r}: jax.random.key(0)}} to apply(), rng=key to the"
+      " call, or deterministic=True.",
+    ) from err
+
+
+# ----------------------------------------------------------------------------
+# The modules.
+
+
+class Dropout(nn.Module):
+  """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.linen.Dropout``.
+
+  Same fields, call signature and rng use as ``flax.linen.Dropout``: for the same rngs the
+  outputs are bit-identical in float32, alone or inside a model (inputs in bfloat16 and
+  float16 are scaled in float32 and rounded once, so they may differ from flax's by one ulp).
+  The ``rate`` may also be traced.
+
+  Attributes:
+    rate: the drop probability in [0, 1] (*not* the keep probability).
+    broadcast_dims: axes along which one mask value is shared.
+    deterministic: if True, return the inputs unchanged; merged with the call's argument,
+      exactly one of the two must be given.
+    rng_collection: the rng stream the mask's key is drawn from.
+
+  Example:
+    >>> import flax.linen as nn, jax, jax.numpy as jnp, jdrop.flax
+    >>> x = jnp.ones((2, 4))
+    >>> rngs = {"dropout": jax.random.key(1)}
+    >>> y = jdrop.flax.Dropout(0.5).apply({}, x, deterministic=False, rngs=rngs)
+    >>> bool((y == nn.Dropout(0.5).apply({}, x, deterministic=False, rngs=rngs)).all())
+    True
+    >>> jdrop.flax.Dropout(0.5, deterministic=True).apply({}, jnp.ones(3))
+    Array([1., 1., 1.], dtype=float32)
+  """
+
+  rate: ArrayLike
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies :func:`jdrop.dropout`; ``rng`` overrides the key from ``rng_collection``."""
+    deterministic, key = _resolve(self, "jdrop.flax.Dropout", deterministic, rng)
+    return _dropout.dropout(
+      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
+    )
+
+
+class AlphaDropout(nn.Module):
+  """Alpha dropout for SELU networks (:func:`jdrop.alpha_dropout`).
+
+  Fields, call signature and rng use as in :class:`Dropout`.
+
+  Attributes:
+    rate: the drop probability in [0, 1].
+    broadcast_dims: axes along which one mask value is shared.
+    deterministic: if True, return the inputs unchanged (merged with the call's argument).
+    rng_collection: the rng stream the mask's key is drawn from.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop, jdrop.flax
+    >>> x = jnp.linspace(-2.0, 2.0, 8).reshape(2, 4)
+    >>> y = jdrop.flax.AlphaDropout(0.2).apply({}, x, deterministic=False, rng=jax.random.key(1))
+    >>> bool((y == jdrop.alpha_dropout(jax.random.key(1), x, rate=0.2)).all())
+    True
+  """
+
+  rate: ArrayLike
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies :func:`jdrop.alpha_dropout`; ``rng`` overrides the key from ``rng_collection``."""
+    deterministic, key = _resolve(self, "jdrop.flax.AlphaDropout", deterministic, rng)
+    return _dropout.alpha_dropout(
+      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
+    )
+
+
+class GaussianDropout(nn.Module):
+  """Multiplicative gaussian noise with dropout's variance (:func:`jdrop.gaussian_dropout`).
+
+  Fields, call signature and rng use as in :class:`Dropout`; ``rate`` must be below 1.
+
+  Attributes:
+    rate: the drop rate whose variance to match, in [0, 1).
+    deterministic: if True, return the inputs unchanged (merged with the call's argument).
+    rng_collection: the rng stream the noise's key is drawn from.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop, jdrop.flax
+    >>> x = jnp.ones((2, 4))
+    >>> y = jdrop.flax.GaussianDropout(0.1).apply({}, x, deterministic=False, rng=jax.random.key(2))
+    >>> bool((y == jdrop.gaussian_dropout(jax.random.key(2), x, rate=0.1)).all())
+    True
+  """
+
+  rate: ArrayLike
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies :func:`jdrop.gaussian_dropout`; ``rng`` overrides the key from ``rng_collection``."""
+    fn = "jdrop.flax.GaussianDropout"
+    deterministic, key = _resolve(self, fn, deterministic, rng, allow_one=False)
+    return _dropout.gaussian_dropout(key, inputs, rate=self.rate, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops whole examples along axis 0 (:func:`jdrop.drop_path`).
+
+  Fields, call signature and rng use as in :class:`Dropout`. Use it on a residual branch:
+  ``x + DropPath(rate)(branch(x), deterministic=not train)``.
+
+  Attributes:
+    rate: the drop probability in [0, 1].
+    deterministic: if True, return the inputs unchanged (merged with the call's argument).
+    rng_collection: the rng stream the mask's key is drawn from.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop.flax
+    >>> y = jdrop.flax.DropPath(0.5, deterministic=False).apply(
+    ...   {}, jnp.ones((2, 4)), rngs={"dropout": jax.random.key(0)})
+    >>> bool(((y == 0).all(axis=1) | (y == 2).all(axis=1)).all())
+    True
+  """
+
+  rate: ArrayLike
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies :func:`jdrop.drop_path`; ``rng`` overrides the key from ``rng_collection``."""
+    deterministic, key = _resolve(self, "jdrop.flax.DropPath", deterministic, rng)
+    return _dropout.drop_path(key, inputs, rate=self.rate, deterministic=deterministic)
+
+
+class ActivationDropout(nn.Module):
+  """An activation and dropout in a chosen order (:func:`jdrop.activation_dropout`).
+
+  ``order="pre"`` computes ``activation(dropout(x))`` ("dense -> dropout -> f"),
+  ``order="post"`` computes ``dropout(activation(x))`` ("dense -> f -> dropout"); when
+  deterministic, both are ``activation(x)``. For one key the two orders share the mask.
+  Other fields, call signature and rng use as in :class:`Dropout`.
+
+  Attributes:
+    activation: an elementwise callable or a name from :mod:`jdrop.activations`.
+    rate: the drop probability in [0, 1].
+    order: ``"pre"`` or ``"post"``.
+    broadcast_dims: axes along which one mask value is shared.
+    deterministic: if True, no dropout (merged with the call's argument).
+    rng_collection: the rng stream the mask's key is drawn from.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, jdrop.flax
+    >>> x = jnp.linspace(-1.0, 1.0, 8).reshape(2, 4)
+    >>> rngs = {"dropout": jax.random.key(0)}
+    >>> pre = jdrop.flax.ActivationDropout("relu", 0.5, "pre").apply(
+    ...   {}, x, deterministic=False, rngs=rngs)
+    >>> post = jdrop.flax.ActivationDropout("relu", 0.5, "post").apply(
+    ...   {}, x, deterministic=False, rngs=rngs)
+    >>> bool((pre == post).all())   # relu commutes with dropout
+    True
+  """
+
+  activation: Callable[[jax.Array], jax.Array] | str
+  rate: ArrayLike
+  order: str
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  @nn.compact
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies :func:`jdrop.activation_dropout`; ``rng`` overrides the key from the stream."""
+    deterministic, key = _resolve(self, "jdrop.flax.ActivationDropout", deterministic, rng)
+    return _order.activation_dropout(
+      key,
+      inputs,
+      self.activation,
+      rate=self.rate,
+      order=self.order,
+      broadcast_dims=self.broadcast_dims,
+      deterministic=deterministic,
+    )
