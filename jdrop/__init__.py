@@ -16,3 +16,16 @@ from jdrop._src.order import activation_dropout as activation_dropout
 from jdrop._src.order import both_orders as both_orders
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+  """Imports the Flax wrappers and the testing helpers on first use.
+
+  ``jdrop.flax``, ``jdrop.nnx`` and ``jdrop.testing`` pull in Flax or Hypothesis,
+  so ``import jdrop`` alone stays light.
+  """
+  if name in ("flax", "nnx", "testing"):
+    import importlib
+
+    return importlib.import_module(f"jdrop.{name}")
+  raise AttributeError(f"module 'jdrop' has no attribute {name!r}")

@@ -91,6 +91,36 @@ def mask_shape(shape: tuple[int, ...], broadcast_dims: tuple[int, ...]) -> tuple
   return tuple(1 if axis in broadcast_dims else n for axis, n in enumerate(shape))
 
 
+def needs_key(fn: str, rate: Any, deterministic: Any, *, allow_one: bool = True) -> bool:
+  """Validates ``rate`` and ``deterministic``; True where a dropout function draws from its key.
+
+  False exactly where the pure functions return early (a concrete ``deterministic=True``,
+  or a concrete rate of 0 or 1), which is also exactly where ``flax.linen.Dropout`` and
+  ``flax.nnx.Dropout`` skip drawing an rng: the modules use this test to consume the rng
+  stream as Flax does.
+  """
+  masks.check_rate(fn, rate, allow_one=allow_one)
+  _check_deterministic(fn, deterministic)
+  return not (
+    _is_concrete_true(deterministic)
+    or _is_concrete_value(rate, 0.0)
+    or _is_concrete_value(rate, 1.0)
+  )
+
+
+def unused_key() -> jax.Array:
+  """A valid key for a call that :func:`needs_key` says will not draw from it."""
+  return jax.random.key(0)
+
+
+def _without_key(x: jax.Array, rate: Any, deterministic: Any) -> jax.Array:
+  """The output where :func:`needs_key` is False: ``x``, or zeros at rate 1 in training."""
+  if _is_concrete_true(deterministic) or not _is_concrete_value(rate, 1.0):
+    return x
+  zeros = jnp.zeros_like(x)
+  return jnp.where(deterministic, x, zeros) if masks.is_traced(deterministic) else zeros
+
+
 def _is_concrete_true(flag: Any) -> bool:
   return not masks.is_traced(flag) and bool(flag)
 
@@ -308,13 +338,9 @@ def _dropout(
   """:func:`dropout` with the public function's name ``fn`` in its error messages."""
   key = masks.check_key(fn, key)
   x = check_x(fn, x)
-  masks.check_rate(fn, rate)
   broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  _check_deterministic(fn, deterministic)
-  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
-    return x
-  if _is_concrete_value(rate, 1.0):
-    return jnp.zeros_like(x)
+  if not needs_key(fn, rate, deterministic):
+    return _without_key(x, rate, deterministic)
   return _dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
 
 
@@ -394,13 +420,9 @@ def alpha_dropout(
   fn = "jdrop.alpha_dropout"
   key = masks.check_key(fn, key)
   x = check_x(fn, x)
-  masks.check_rate(fn, rate)
   broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  _check_deterministic(fn, deterministic)
-  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
-    return x
-  if _is_concrete_value(rate, 1.0):
-    return jnp.zeros_like(x)
+  if not needs_key(fn, rate, deterministic):
+    return _without_key(x, rate, deterministic)
   return _alpha_dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
 
 
@@ -455,9 +477,7 @@ def gaussian_dropout(
   fn = "jdrop.gaussian_dropout"
   key = masks.check_key(fn, key)
   x = check_x(fn, x)
-  masks.check_rate(fn, rate, allow_one=False)
-  _check_deterministic(fn, deterministic)
-  if _is_concrete_true(deterministic) or _is_concrete_value(rate, 0.0):
+  if not needs_key(fn, rate, deterministic, allow_one=False):
     return x
   return _gaussian_dropout_core(key, x, rate=rate, deterministic=deterministic)
 

@@ -28,33 +28,7 @@ from jax.typing import ArrayLike
 
 from jdrop._src import dropout as _dropout
 from jdrop._src import errors
-from jdrop._src import masks
 from jdrop._src import order as _order
-
-# ----------------------------------------------------------------------------
-# Configuration shared with jdrop._src.nnx.
-
-
-def needs_key(fn: str, rate: Any, deterministic: Any, *, allow_one: bool = True) -> bool:
-  """Validates ``rate`` and ``deterministic``; True where the pure function draws from its key.
-
-  False exactly where ``flax.linen.Dropout`` and ``flax.nnx.Dropout`` return early without
-  drawing an rng: a concrete ``deterministic=True``, or a concrete rate of 0 or 1. The test is
-  the one the pure functions use for their own early returns.
-  """
-  masks.check_rate(fn, rate, allow_one=allow_one)
-  _dropout._check_deterministic(fn, deterministic)
-  return not (
-    _dropout._is_concrete_true(deterministic)
-    or _dropout._is_concrete_value(rate, 0.0)
-    or _dropout._is_concrete_value(rate, 1.0)
-  )
-
-
-def unused_key() -> jax.Array:
-  """A valid key for a call that :func:`needs_key` says will not draw from it."""
-  return jax.random.key(0)
-
 
 # ----------------------------------------------------------------------------
 # The linen-specific part: merging ``deterministic`` and calling ``make_rng``.
@@ -86,8 +60,8 @@ def _resolve(
 ) -> tuple[Any, jax.Array]:
   """The merged ``deterministic`` flag and the key to pass to the pure function."""
   deterministic = _merge_deterministic(fn, module.deterministic, deterministic)
-  if not needs_key(fn, module.rate, deterministic, allow_one=allow_one):
-    return deterministic, unused_key()
+  if not _dropout.needs_key(fn, module.rate, deterministic, allow_one=allow_one):
+    return deterministic, _dropout.unused_key()
   if rng is not None:
     return deterministic, rng
   try:

@@ -29,8 +29,6 @@ from jdrop._src import dropout as _dropout
 from jdrop._src import errors
 from jdrop._src import masks
 from jdrop._src import order as _order
-from jdrop._src.linen import needs_key
-from jdrop._src.linen import unused_key
 
 RngsArg = nnx.Rngs | nnx.RngStream | None
 
@@ -82,8 +80,8 @@ class _Stochastic(nnx.Module):
         None,
         "Pass deterministic=True/False, or call model.eval() / model.train().",
       )
-    if not needs_key(fn, self.rate, deterministic, allow_one=self._allow_one):
-      return deterministic, unused_key()
+    if not _dropout.needs_key(fn, self.rate, deterministic, allow_one=self._allow_one):
+      return deterministic, _dropout.unused_key()
     if rngs is None:
       rngs = self.rngs
     if isinstance(rngs, nnx.Rngs):
