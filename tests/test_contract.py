@@ -2,8 +2,8 @@
 
 Each property is checked with the strategies of :mod:`jdrop.testing` on ``keep_mask``,
 ``apply_mask``, ``dropout``, ``alpha_dropout``, ``gaussian_dropout``, ``drop_path``,
-``both_orders`` and ``activation_dropout``. Known bugs are pinned by ``xfail(strict=True)``
-tests whose reasons start with "BUG".
+``both_orders`` and ``activation_dropout``. Known float-level differences (not bugs: XLA
+rounds the same expression differently under vmap) are pinned by ``xfail(strict=True)`` tests.
 
 Speed: every new shape, dtype and key kind compiles each jitted function again, and an eager
 call compiles jdrop's jitted cores once per distinct concrete rate. So inputs have one shape,
@@ -293,12 +293,6 @@ def test_traced_rate_zero_and_traced_deterministic_return_x(key, x, rate):
   assert_all_identical(out, identity_outputs(x, out))
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="BUG (minor): under a traced rate 0, alpha_dropout maps -0.0 to +0.0 (it computes "
-  "a * x + b with b = +0), so it is not the identity bit for bit and jit differs from eager "
-  "(eager returns x itself).",
-)
 def test_alpha_dropout_traced_rate_zero_keeps_negative_zero():
   x = jnp.array([-0.0, 1.0])
   y = jax.jit(lambda x, r: jdrop.alpha_dropout(jax.random.key(0), x, rate=r))(x, f32(0.0))
@@ -307,8 +301,8 @@ def test_alpha_dropout_traced_rate_zero_keeps_negative_zero():
 
 @pytest.mark.xfail(
   strict=True,
-  reason="BUG (float level): gaussian_dropout vmapped over rates differs from a loop by 1 ulp "
-  "(1 + std * noise is evaluated differently with a batched std).",
+  reason="Float level, not a bug: gaussian_dropout vmapped over rates differs from a loop by "
+  "1 ulp (XLA evaluates 1 + std * noise differently with a batched std).",
 )
 def test_gaussian_dropout_vmap_over_rates_equals_loop_bit_for_bit():
   key, x = jax.random.wrap_key_data(np.zeros(2, np.uint32)), jnp.ones((2, 3))
@@ -381,13 +375,6 @@ def test_gradients_are_finite_for_finite_inputs(key, x, rate):
     assert bool(jnp.isfinite(drate)), name
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="BUG: a dropped inf or NaN in x makes the gradient w.r.t. a traced rate NaN, although "
-  "the output there does not depend on the rate: the kept value (x / (1 - rate), or a * x + b "
-  "for alpha_dropout) is computed for every element and only then selected, and the zero "
-  "cotangent times an infinite partial derivative is NaN. Fix: use where(mask, x, 0) in it.",
-)
 @pytest.mark.parametrize("name", ["dropout", "apply_mask", "alpha_dropout", "drop_path"])
 def test_dropped_inf_does_not_make_rate_gradient_nan(name):
   key = jax.random.key(1)  # keeps and drops some elements, and one of the two rows
@@ -464,12 +451,6 @@ def test_alpha_dropout_values(key, x, rate):
   assert (dropped == dropped[:1]).all()
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="BUG (accuracy): near rate 1 alpha_dropout's dropped value a * saturation + b cancels "
-  "catastrophically in float32 (a and b are about 3500 at rate 1 - 2**-24): it is off by 15%. "
-  "Algebraically it is a * q * saturation, which has no cancellation.",
-)
 def test_alpha_dropout_dropped_value_is_accurate_near_rate_one():
   rate = 1 - 2.0**-24
   scale, alpha = jdrop.selu_constants()
@@ -814,12 +795,6 @@ def test_bad_broadcast_dims_raise(name, dims, error):
   assert_raises_well(name, error, "broadcast_dims", value=dims)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="BUG: x=None raises JAX's own ValueError ('None is not a valid value for jnp.array'), "
-  "which names neither the jdrop function nor `x`: check_x catches only TypeError from "
-  "jnp.asarray.",
-)
 @pytest.mark.parametrize("name", WITH_X)
 def test_x_none_raises_naming_the_function(name):
   assert_raises_well(name, TypeError, "x", value=None)
@@ -842,12 +817,6 @@ def test_bad_activation_raises(name, activation, error):
   assert_raises_well(name, error, "activation", value=activation, x=x)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="BUG: an unknown activation name raises from jdrop.activations.get, so the message "
-  "names `jdrop.activations.get` and `name`, not the function called and its `activation` "
-  "argument (order.resolve_activation ignores its `fn` for strings).",
-)
 @pytest.mark.parametrize("name", WITH_ACTIVATION)
 def test_unknown_activation_name_raises_naming_the_function(name):
   assert_raises_well(name, ValueError, "activation", value="relu7", fix="jdrop.activations.names")

@@ -761,12 +761,18 @@ def _keyword_params(fn: Callable[..., Any]) -> tuple[str, ...]:
   return tuple(p.name for p in parameters[1:] if p.kind in kinds)
 
 
-def _resolve(fn: str, name: object) -> Activation:
-  """The entry for a canonical name or alias, with jdrop's errors for anything else."""
+def _resolve(fn: str, name: object, *, arg: str = "name") -> Activation:
+  """The entry for a canonical name or alias, with jdrop's errors for anything else.
+
+  ``fn`` is a function of this module (``"get"``) or a full public name
+  (``"jdrop.both_orders"``), and ``arg`` the argument that held ``name``.
+  """
+  if not fn.startswith("jdrop."):
+    fn = _PREFIX + fn
   if not isinstance(name, str):
     raise errors.type_error(
-      _PREFIX + fn,
-      "name",
+      fn,
+      arg,
       "must be a str naming an activation",
       errors.short(name),
       "Pass e.g. name='relu'; see jdrop.activations.names().",
@@ -777,12 +783,17 @@ def _resolve(fn: str, name: object) -> Activation:
   close = difflib.get_close_matches(name, sorted({*_ENTRIES, *_ALIASES}), n=3)
   hint = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
   raise errors.value_error(
-    _PREFIX + fn,
-    "name",
+    fn,
+    arg,
     "is not a registered activation",
     name,
     hint + "See jdrop.activations.names().",
   )
+
+
+def lookup(fn: str, arg: str, name: object) -> Callable[[ArrayLike], jax.Array]:
+  """``get(name)`` for another public function ``fn`` whose argument ``arg`` held ``name``."""
+  return _resolve(fn, name, arg=arg).fn
 
 
 def get(name: str, **params: Any) -> Callable[[ArrayLike], jax.Array]:

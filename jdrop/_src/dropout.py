@@ -39,7 +39,7 @@ def check_x(fn: str, x: Any) -> jax.Array:
   """Returns ``x`` as a floating-point array, or raises a TypeError saying how to fix it."""
   try:
     array = jnp.asarray(x)
-  except TypeError as err:
+  except (TypeError, ValueError) as err:
     raise errors.type_error(
       fn, "x", "must be an array of floats", errors.short(x), "Pass a jax or numpy array."
     ) from err
@@ -227,6 +227,9 @@ def _masked_scale(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
   else:
     # Traced: divide by 1 where keep is 0, so gradients are 0, never 0/0.
     keep = jnp.where(keep > 0, keep, jnp.ones_like(keep)).astype(_compute_dtype(x.dtype))
+  # Select x before scaling too: a dropped inf would otherwise give the rate a
+  # gradient of 0 * inf = NaN through the unused branch.
+  x = jnp.where(mask, x, jnp.zeros((), x.dtype))
   if x.dtype == _compute_dtype(x.dtype):
     scaled = x / keep
   else:
@@ -437,10 +440,16 @@ def _alpha_dropout_core(
   positive = q > 0
   safe_q = jnp.where(positive, q, jnp.ones_like(q))
   a = jnp.where(positive, (safe_q + saturation**2 * safe_q * (1 - safe_q)) ** -0.5, 0)
-  b = -a * (1 - q) * saturation
+  # b = -a (1 - q) saturation >= 0. Subtracting -b rather than adding b keeps the sign
+  # of a zero at q = 1 (x - (+0) == x, while -0 + 0 == +0), so a traced rate 0 is the
+  # identity bit for bit.
+  minus_b = a * (q - 1) * -saturation
+  # The dropped value a * saturation + b is a * q * saturation: no cancellation near q = 0.
+  dropped = a * q * saturation
   mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), masks.keep_probability(rate))
-  kept = a * x.astype(dtype) + b
-  out = jnp.where(mask, kept, a * saturation + b).astype(x.dtype)
+  # Select x first so that a dropped inf cannot give the rate a NaN gradient.
+  kept = a * jnp.where(mask, x, jnp.zeros((), x.dtype)).astype(dtype) - minus_b
+  out = jnp.where(mask, kept, dropped).astype(x.dtype)
   return _finish(out, x, rate, deterministic)
 
 

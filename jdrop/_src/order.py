@@ -36,7 +36,7 @@ class Orders(NamedTuple):
 def resolve_activation(fn: str, activation: Any) -> Callable[[jax.Array], jax.Array]:
   """A callable activation, or a name looked up in :mod:`jdrop.activations`."""
   if isinstance(activation, str):
-    return activations.get(activation)
+    return activations.lookup(fn, "activation", activation)
   if not callable(activation):
     raise errors.type_error(
       fn,
