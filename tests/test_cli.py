@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from jdrop._src import cli
@@ -33,7 +35,8 @@ def test_table_markdown_is_a_table(capsys):
 @pytest.mark.parametrize(
   "argv, needle",
   [
-    (["table", "--rates", "1.5"], "rate must be in (0, 1)"),
+    (["table", "--rates", "1.5"], "rate must be a drop probability in [0, 1]"),
+    (["table", "--rates", "abc"], "got 'abc'"),
     (["table", "--num-masks", "0"], "positive integer"),
     (["table", "--json", "--markdown"], "not allowed with"),
     (["nope"], "invalid choice"),
@@ -46,3 +49,18 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
   assert exc.value.code == 2
   err = capsys.readouterr().err.strip()
   assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_equal_infinities_are_agreement_and_chunks_cover_every_mask():
+  # Both orders give +inf at x = 100 for exp: that is agreement, not an infinite gap.
+  f = lambda v: jnp.where(v > 1000, jnp.inf, jax.nn.relu(v))
+  assert cli.compare_orders_on_sample(f, cli.sample_inputs(), rates=[0.5], num_masks=8) == (
+    0.0,
+    None,
+    None,
+  )
+  # More masks than one chunk: a disagreement only some masks show is still found.
+  diff, _, rate = cli.compare_orders_on_sample(
+    jnp.tanh, cli.sample_inputs(), rates=[0.0, 0.5], num_masks=cli._CHUNK + 3
+  )
+  assert diff > 0 and rate == 0.5

@@ -250,12 +250,15 @@ def test_keep_mask_with_traced_rate_is_bernoulli(key, rate):
 
 @examples(10)
 @given(keys(), rates())
-def test_keep_mask_is_bernoulli_with_float32_keep_under_x64(key, rate):
+def test_keep_mask_is_bernoulli_and_flax_under_x64(key, rate):
   with jax.enable_x64(True):
-    # Under x64 a Python-float probability makes bernoulli draw float64 uniforms; the
-    # contract is bernoulli with a float32 keep probability.
-    expected = jax.random.bernoulli(key, np.float32(1.0 - rate), (2, 3))
+    # Under x64 a Python-float probability makes bernoulli (and so flax.linen.Dropout)
+    # draw float64 uniforms; keep_mask follows, so the drop-in promise holds there too.
+    expected = jax.random.bernoulli(key, 1.0 - rate, (2, 3))
     np.testing.assert_array_equal(jdrop.keep_mask(key, (2, 3), rate=rate), expected)
+    x = jnp.ones((2, 3), jnp.float32)
+    flax_out = nn.Dropout(rate).apply({}, x, deterministic=False, rng=key)
+    assert_identical(jdrop.dropout(key, x, rate=rate), flax_out)
 
 
 @examples(10)

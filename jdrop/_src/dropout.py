@@ -70,6 +70,14 @@ def check_broadcast_dims(fn: str, broadcast_dims: Any, ndim: int) -> tuple[int, 
     )
   out = []
   for d in broadcast_dims:
+    if not ndim:
+      raise errors.value_error(
+        fn,
+        "broadcast_dims",
+        "must be empty for a scalar x",
+        tuple(broadcast_dims),
+        "A scalar has no axes to share a mask along; pass broadcast_dims=().",
+      )
     if not -ndim <= d < ndim:
       raise errors.value_error(
         fn,
@@ -134,27 +142,15 @@ def _compute_dtype(dtype: Any) -> Any:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _scale_keep(rate: ArrayLike) -> Any:
-  """``1 - rate`` for scaling: a Python float when concrete (as flax does), else an array."""
-  if masks.is_traced(rate) or isinstance(rate, jax.Array):
-    rate = jnp.asarray(rate)
-    dtype = (
-      _compute_dtype(rate.dtype) if jnp.issubdtype(rate.dtype, jnp.floating) else (jnp.float32)
-    )
-    return 1 - rate.astype(dtype)
-  return 1.0 - float(rate)
-
-
 def _finish(
-  fn_out: jax.Array, x: jax.Array, rate: ArrayLike, deterministic: Any, *, allow_one: bool = True
+  out: jax.Array, x: jax.Array, invalid: jax.Array | None, deterministic: Any
 ) -> jax.Array:
-  """Applies a traced ``deterministic`` flag and NaN-poisons a traced invalid rate."""
-  invalid = masks.invalid_rate(rate, allow_one=allow_one)
-  if invalid is not False:
-    fn_out = jnp.where(invalid, jnp.array(jnp.nan, fn_out.dtype), fn_out)
+  """NaN-poisons the output of a traced invalid rate and applies a traced ``deterministic``."""
+  if invalid is not None:
+    out = jnp.where(invalid, jnp.array(jnp.nan, out.dtype), out)
   if masks.is_traced(deterministic):
-    fn_out = jnp.where(deterministic, x, fn_out)
-  return fn_out
+    out = jnp.where(deterministic, x, out)
+  return out
 
 
 def _check_deterministic(fn: str, deterministic: Any) -> None:
@@ -185,11 +181,10 @@ def _check_deterministic(fn: str, deterministic: Any) -> None:
 def compiled(body: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
   """Jits ``body(*arrays, **hyperparameters)``, the thin-wrapper/jitted-core split.
 
-  Hyperparameters that are concrete Python values (a float rate, a bool flag, a
-  tuple of axes) become static arguments, so ``body`` sees them as Python values
-  exactly as an un-jitted call would (a concrete rate's keep probability is
-  computed in double precision, as ``flax`` does). Traced values and JAX arrays
-  stay dynamic. Eager calls then run one cached executable instead of dispatching
+  Hyperparameters that are Python values (a bool flag, a tuple of axes, None)
+  become static arguments; arrays (the keep probability, computed by the caller
+  with :func:`jdrop._src.masks.keep_probability`) stay dynamic, so a new rate does
+  not recompile. Eager calls run one cached executable instead of dispatching
   every operation.
   """
 
@@ -209,31 +204,30 @@ def compiled(body: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
         static.append((name, value))
     return jitted(tuple(sorted(static)), dynamic, *arrays)
 
+  call.__wrapped_jit__ = jitted  # type: ignore[attr-defined] # for tests of the cache
   return call
 
 
 @compiled
-def masked(x: jax.Array, mask: jax.Array, *, rate: ArrayLike) -> jax.Array:
+def masked(x: jax.Array, mask: jax.Array, keep: jax.Array, *, invalid: Any = None) -> jax.Array:
   """:func:`apply_mask` on validated arguments (used by the orders and the modules)."""
-  return _finish(_masked_scale(x, mask, rate), x, rate, False)
+  return _finish(_masked_scale(x, mask, keep), x, invalid, False)
 
 
-def _masked_scale(x: jax.Array, mask: jax.Array, rate: ArrayLike) -> jax.Array:
-  """``where(mask, x / (1 - rate), 0)`` with the contract's dtype and gradient rules."""
-  keep = _scale_keep(rate)
-  if isinstance(keep, float):
-    # Concrete: rate 1 means an all-False mask, so any finite divisor works.
-    keep = keep if keep > 0 else 1.0
-  else:
-    # Traced: divide by 1 where keep is 0, so gradients are 0, never 0/0.
-    keep = jnp.where(keep > 0, keep, jnp.ones_like(keep)).astype(_compute_dtype(x.dtype))
-  # Select x before scaling too: a dropped inf would otherwise give the rate a
-  # gradient of 0 * inf = NaN through the unused branch.
+def _masked_scale(x: jax.Array, mask: jax.Array, keep: jax.Array) -> jax.Array:
+  """``where(mask, x / keep, 0)`` with the contract's dtype, zero and gradient rules.
+
+  ``keep = 0`` (rate 1) gives zeros whatever the mask, with zero gradients: the
+  division is by 1 there, never 0. ``x`` is selected before it is scaled too, so
+  a dropped inf cannot give the rate a gradient of ``0 * inf = NaN``. Low
+  precision ``x`` is divided in float32 and rounded once.
+  """
+  dtype = _compute_dtype(x.dtype)
+  keep = keep.astype(dtype)
+  positive = keep > 0
+  mask = mask & positive
   x = jnp.where(mask, x, jnp.zeros((), x.dtype))
-  if x.dtype == _compute_dtype(x.dtype):
-    scaled = x / keep
-  else:
-    scaled = (x.astype(_compute_dtype(x.dtype)) / keep).astype(x.dtype)
+  scaled = (x.astype(dtype) / jnp.where(positive, keep, jnp.ones_like(keep))).astype(x.dtype)
   return jnp.where(mask, scaled, jnp.zeros((), x.dtype))
 
 
@@ -250,7 +244,8 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, rate: ArrayLike) -> jax.Array:
 
   With a mask from :func:`jdrop.keep_mask` this is :func:`jdrop.dropout`; keeping
   the mask as a value lets both orders of dropout and an activation use the
-  same mask. A dropped ``inf`` or ``NaN`` becomes 0.
+  same mask. A dropped ``inf`` or ``NaN`` becomes 0. At ``rate=1`` the result is
+  zeros whatever the mask (nothing can be scaled by ``1/0``).
 
   Args:
     x: a floating-point array.
@@ -268,7 +263,12 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, rate: ArrayLike) -> jax.Array:
   fn = "jdrop.apply_mask"
   x = check_x(fn, x)
   masks.check_rate(fn, rate)
-  mask = jnp.asarray(mask)
+  try:
+    mask = jnp.asarray(mask)
+  except (TypeError, ValueError) as err:
+    raise errors.type_error(
+      fn, "mask", "must be a boolean array", errors.short(mask), "Draw one with jdrop.keep_mask."
+    ) from err
   if mask.dtype != jnp.bool_:
     raise errors.type_error(
       fn,
@@ -289,7 +289,7 @@ def apply_mask(x: ArrayLike, mask: ArrayLike, *, rate: ArrayLike) -> jax.Array:
       errors.Described(f"shape {mask.shape}"),
       "Draw the mask with the shape of x (or 1 along shared axes).",
     )
-  return masked(x, mask, rate=rate)
+  return masked(x, mask, masks.keep_probability(rate), invalid=masks.invalid_rate(rate))
 
 
 def dropout(
@@ -339,20 +339,48 @@ def _dropout(
   fn: str, key: Any, x: Any, rate: Any, broadcast_dims: Any, deterministic: Any
 ) -> jax.Array:
   """:func:`dropout` with the public function's name ``fn`` in its error messages."""
+  return _run(_dropout_core, fn, key, x, rate, broadcast_dims, deterministic)
+
+
+def _run(
+  core: Callable[..., jax.Array],
+  fn: str,
+  key: Any,
+  x: Any,
+  rate: Any,
+  broadcast_dims: Any,
+  deterministic: Any,
+  *,
+  allow_one: bool = True,
+) -> jax.Array:
+  """Validates the arguments every dropout variant shares, then calls its jitted ``core``."""
   key = masks.check_key(fn, key)
   x = check_x(fn, x)
   broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  if not needs_key(fn, rate, deterministic):
+  if not needs_key(fn, rate, deterministic, allow_one=allow_one):
     return _without_key(x, rate, deterministic)
-  return _dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
+  return core(
+    key,
+    x,
+    masks.keep_probability(rate),
+    invalid=masks.invalid_rate(rate, allow_one=allow_one),
+    dims=broadcast_dims,
+    deterministic=deterministic,
+  )
 
 
 @compiled
 def _dropout_core(
-  key: jax.Array, x: jax.Array, *, rate: ArrayLike, dims: tuple[int, ...], deterministic: Any
+  key: jax.Array,
+  x: jax.Array,
+  keep: jax.Array,
+  *,
+  invalid: Any,
+  dims: tuple[int, ...],
+  deterministic: Any,
 ) -> jax.Array:
-  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), masks.keep_probability(rate))
-  return _finish(_masked_scale(x, mask, rate), x, rate, deterministic)
+  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), keep)
+  return _finish(_masked_scale(x, mask, keep), x, invalid, deterministic)
 
 
 def selu_constants() -> tuple[float, float]:
@@ -420,23 +448,25 @@ def alpha_dropout(
     >>> bool(abs(float(y.mean())) < 0.05)
     True
   """
-  fn = "jdrop.alpha_dropout"
-  key = masks.check_key(fn, key)
-  x = check_x(fn, x)
-  broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  if not needs_key(fn, rate, deterministic):
-    return _without_key(x, rate, deterministic)
-  return _alpha_dropout_core(key, x, rate=rate, dims=broadcast_dims, deterministic=deterministic)
+  return _run(
+    _alpha_dropout_core, "jdrop.alpha_dropout", key, x, rate, broadcast_dims, deterministic
+  )
 
 
 @compiled
 def _alpha_dropout_core(
-  key: jax.Array, x: jax.Array, *, rate: ArrayLike, dims: tuple[int, ...], deterministic: Any
+  key: jax.Array,
+  x: jax.Array,
+  keep: jax.Array,
+  *,
+  invalid: Any,
+  dims: tuple[int, ...],
+  deterministic: Any,
 ) -> jax.Array:
   scale, alpha = selu_constants()
   saturation = -scale * alpha
   dtype = _compute_dtype(x.dtype)
-  q = jnp.asarray(_scale_keep(rate), dtype)
+  q = keep.astype(dtype)
   positive = q > 0
   safe_q = jnp.where(positive, q, jnp.ones_like(q))
   a = jnp.where(positive, (safe_q + saturation**2 * safe_q * (1 - safe_q)) ** -0.5, 0)
@@ -446,15 +476,20 @@ def _alpha_dropout_core(
   minus_b = a * (q - 1) * -saturation
   # The dropped value a * saturation + b is a * q * saturation: no cancellation near q = 0.
   dropped = a * q * saturation
-  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), masks.keep_probability(rate))
+  mask = masks.draw_keep_mask(key, mask_shape(x.shape, dims), keep)
   # Select x first so that a dropped inf cannot give the rate a NaN gradient.
   kept = a * jnp.where(mask, x, jnp.zeros((), x.dtype)).astype(dtype) - minus_b
   out = jnp.where(mask, kept, dropped).astype(x.dtype)
-  return _finish(out, x, rate, deterministic)
+  return _finish(out, x, invalid, deterministic)
 
 
 def gaussian_dropout(
-  key: ArrayLike, x: ArrayLike, *, rate: ArrayLike, deterministic: bool | ArrayLike = False
+  key: ArrayLike,
+  x: ArrayLike,
+  *,
+  rate: ArrayLike,
+  broadcast_dims: Sequence[int] = (),
+  deterministic: bool | ArrayLike = False,
 ) -> jax.Array:
   r"""Multiplicative gaussian noise with the mean and variance of inverted dropout.
 
@@ -472,6 +507,7 @@ def gaussian_dropout(
     key: a PRNG key (typed or raw).
     x: a floating-point array.
     rate: the drop rate whose variance to match, in [0, 1); may be traced.
+    broadcast_dims: axes along which one noise value is shared.
     deterministic: if True, return ``x`` unchanged.
 
   Returns:
@@ -483,29 +519,39 @@ def gaussian_dropout(
     >>> bool(abs(float(y.var()) - 1.0) < 0.05)   # variance r / (1 - r) = 1
     True
   """
-  fn = "jdrop.gaussian_dropout"
-  key = masks.check_key(fn, key)
-  x = check_x(fn, x)
-  if not needs_key(fn, rate, deterministic, allow_one=False):
-    return x
-  return _gaussian_dropout_core(key, x, rate=rate, deterministic=deterministic)
+  return _run(
+    _gaussian_dropout_core,
+    "jdrop.gaussian_dropout",
+    key,
+    x,
+    rate,
+    broadcast_dims,
+    deterministic,
+    allow_one=False,
+  )
 
 
 @compiled
 def _gaussian_dropout_core(
-  key: jax.Array, x: jax.Array, *, rate: ArrayLike, deterministic: Any
+  key: jax.Array,
+  x: jax.Array,
+  keep: jax.Array,
+  *,
+  invalid: Any,
+  dims: tuple[int, ...],
+  deterministic: Any,
 ) -> jax.Array:
   dtype = _compute_dtype(x.dtype)
-  q = jnp.asarray(_scale_keep(rate), dtype)
+  q = keep.astype(dtype)
   safe_q = jnp.where(q > 0, q, jnp.ones_like(q))
   variance = (1 - safe_q) / safe_q
   # sqrt has an infinite slope at 0: take the gradient at variance 0 (rate 0, or a
   # rate that rounds to it) to be 0 instead of inf * 0 = NaN.
   positive = variance > 0
   std = jnp.where(positive, jnp.sqrt(jnp.where(positive, variance, 1)), 0)
-  noise = 1 + std * jax.random.normal(key, x.shape, dtype)
+  noise = 1 + std * jax.random.normal(key, mask_shape(x.shape, dims), dtype)
   out = (x.astype(dtype) * noise).astype(x.dtype)
-  return _finish(out, x, rate, deterministic, allow_one=False)
+  return _finish(out, x, invalid, deterministic)
 
 
 def drop_path(

@@ -19,6 +19,7 @@ keep probability ``p``, ``jax.random.uniform`` turns 32 random bits ``b`` into
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -112,7 +113,9 @@ def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
       fn, "rate", "must be a float drop probability", rate, "Pass a number such as rate=0.1."
     )
   if is_traced(rate):
-    if not jnp.issubdtype(jnp.result_type(rate), jnp.number) or jnp.ndim(rate):
+    dtype = jnp.result_type(rate)
+    real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if not real or jnp.ndim(rate):
       raise errors.type_error(
         fn,
         "rate",
@@ -128,7 +131,7 @@ def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
   if (
     value is None
     or value.ndim
-    or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer))
+    or not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
   ):
     raise errors.type_error(
       fn,
@@ -147,10 +150,10 @@ def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
     raise errors.value_error(fn, "rate", f"must be a drop probability in {interval}", rate, fix)
 
 
-def invalid_rate(rate: ArrayLike, *, allow_one: bool = True) -> jax.Array | bool:
-  """For a traced rate: a boolean scalar, True where the rate is out of range or NaN."""
+def invalid_rate(rate: ArrayLike, *, allow_one: bool = True) -> jax.Array | None:
+  """For a traced rate, a bool scalar that is True if it is out of range or NaN; else None."""
   if not is_traced(rate):
-    return False
+    return None
   rate = jnp.asarray(rate)
   upper_ok = rate <= 1 if allow_one else rate < 1
   return ~((rate >= 0) & upper_ok)
@@ -195,22 +198,21 @@ def check_shape(fn: str, shape: Any) -> tuple[int, ...]:
 
 
 def keep_probability(rate: ArrayLike) -> jax.Array:
-  """``1 - rate`` as ``bernoulli`` would see it, as a float32 scalar.
+  """``1 - rate`` as ``jax.random.bernoulli(key, 1 - rate)`` would receive it.
 
-  A concrete rate is subtracted in double precision and rounded once, as
-  ``jax.random.bernoulli(key, 1 - rate)`` does with a Python float. A traced
-  rate is subtracted in its own dtype (at least float32). The result is never
-  rounded to the dtype of ``x``: a bf16 keep probability would bias the mask.
+  A concrete rate is subtracted in double precision, as Python does, and becomes
+  an array of JAX's default float dtype (float32, or float64 under x64), exactly
+  like the Python float that ``flax.linen.Dropout`` passes to ``bernoulli``. An
+  array or traced rate is subtracted in its own dtype, promoted to at least
+  float32: the keep probability is never rounded to bf16 (that would bias masks).
   """
   if is_traced(rate) or isinstance(rate, jax.Array):
     rate = jnp.asarray(rate)
-    dtype = (
-      jnp.promote_types(rate.dtype, jnp.float32)
-      if jnp.issubdtype(rate.dtype, jnp.floating)
-      else jnp.float32
-    )
-    return (1 - rate.astype(dtype)).astype(jnp.float32)
-  return jnp.float32(1.0 - float(rate))
+    dtype = jnp.promote_types(rate.dtype, jnp.float32)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      dtype = jnp.float32
+    return 1 - rate.astype(dtype)
+  return jnp.asarray(1.0 - float(rate))
 
 
 def _threshold(keep: jax.Array) -> jax.Array:
@@ -276,8 +278,12 @@ def threefry_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def draw_keep_mask(key: jax.Array, shape: tuple[int, ...], keep: jax.Array) -> jax.Array:
-  """The keep mask for a validated typed key, static shape and float32 keep probability."""
-  if fused_path_available(key, math.prod(shape)):
+  """The keep mask for a validated typed key, a static shape and a keep probability.
+
+  The fused path reproduces float32 ``bernoulli``; a float64 keep probability
+  (x64 mode) draws 64-bit uniforms, so it goes to ``jax.random.bernoulli``.
+  """
+  if keep.dtype == jnp.float32 and fused_path_available(key, math.prod(shape)):
     bits = threefry_bits(key, shape)
     return lax.shift_right_logical(bits, np.uint32(32 - _MANTISSA_BITS)) < _threshold(keep)
   return jax.random.bernoulli(key, keep, shape)
@@ -315,4 +321,9 @@ def keep_mask(key: ArrayLike, shape: Sequence[int] | int, *, rate: ArrayLike) ->
   key = check_key(fn, key)
   shape = check_shape(fn, shape)
   check_rate(fn, rate)
-  return draw_keep_mask(key, shape, keep_probability(rate))
+  return _keep_mask_core(key, keep_probability(rate), shape=shape)
+
+
+@functools.partial(jax.jit, static_argnames="shape")
+def _keep_mask_core(key: jax.Array, keep: jax.Array, *, shape: tuple[int, ...]) -> jax.Array:
+  return draw_keep_mask(key, shape, keep)

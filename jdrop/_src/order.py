@@ -107,9 +107,10 @@ def both_orders(
   masks.check_rate(fn, rate)
   f = resolve_activation(fn, activation)
   dims = _dropout.check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  mask = masks.draw_keep_mask(key, _dropout.mask_shape(x.shape, dims), masks.keep_probability(rate))
-  pre = _apply(fn, f, _dropout.masked(x, mask, rate=rate))
-  post = _dropout.masked(_apply(fn, f, x), mask, rate=rate)
+  keep, invalid = masks.keep_probability(rate), masks.invalid_rate(rate)
+  mask = masks.draw_keep_mask(key, _dropout.mask_shape(x.shape, dims), keep)
+  pre = _apply(fn, f, _dropout.masked(x, mask, keep, invalid=invalid))
+  post = _dropout.masked(_apply(fn, f, x), mask, keep, invalid=invalid)
   return Orders(pre=pre, post=post, mask=mask)
 
 
