@@ -303,7 +303,7 @@ def test_alpha_dropout_traced_rate_zero_keeps_negative_zero():
 
 
 @pytest.mark.xfail(
-  strict=True,
+  strict=jax.default_backend() == "cpu",  # seen on CPU; on an H200 the two agree
   reason="Float level, not a bug: gaussian_dropout vmapped over rates differs from a loop by "
   "1 ulp (XLA evaluates 1 + std * noise differently with a batched std).",
 )
