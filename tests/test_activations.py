@@ -546,18 +546,16 @@ def test_invalid_params(call, match):
 def test_rrelu_key_errors():
   x = jnp.ones(3)
   batches = {
-    r"\(3,\) and dtype key<fry>": jax.random.split(jax.random.key(0), 3),
-    r"\(2, 2\) and dtype uint32": jax.random.split(jax.random.PRNGKey(0)),
+    r"a batch of keys with shape \(3,\)": jax.random.split(jax.random.key(0), 3),
+    r"a batch of raw keys with shape \(2, 2\)": jax.random.split(jax.random.PRNGKey(0)),
   }
   for shown, keys in batches.items():
     with pytest.raises(
-      ValueError,
-      match=r"rrelu: `key` must be a single PRNG key, not a batch "
-      rf"of keys, got an array of shape {shown}. Use jax.vmap",
+      ValueError, match=rf"rrelu: `key` must be a single PRNG key, got {shown}.*jax.vmap"
     ):
       activations.rrelu(keys, x)
   for key in (None, jnp.zeros(2), jnp.zeros(5, jnp.uint32), 0):
-    with pytest.raises(TypeError, match=r"rrelu: `key` must be a PRNG key.*jax.random.key\(0\)"):
+    with pytest.raises(TypeError, match=r"rrelu: `key` must be a PRNG key.*jax.random.key\(seed\)"):
       activations.rrelu(key, x)
 
 

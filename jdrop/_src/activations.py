@@ -30,28 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jdrop._src import dropout as _dropout
 from jdrop._src import errors
+from jdrop._src import masks
 
 _PREFIX = "jdrop.activations."
-_CAST_FIX = "Cast it to a floating-point dtype first, e.g. x.astype(jnp.float32)."
 
 
 # ----------------------------------------------------------------------------------------------
 # Validation helpers.
-
-
-def _float_array(fn: str, x: ArrayLike) -> jax.Array:
-  """Returns ``x`` as an array, raising a TypeError unless its dtype is real floating point."""
-  x = jnp.asarray(x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise errors.type_error(
-      _PREFIX + fn,
-      "x",
-      "must have a floating-point dtype",
-      errors.Described(f"an array of dtype {x.dtype}"),
-      _CAST_FIX,
-    )
-  return x
 
 
 def _concrete(value: ArrayLike) -> np.ndarray | None:
@@ -81,32 +68,6 @@ def _shown(value: object) -> errors.Described:
     dtype = value.dtype  # type: ignore[attr-defined]
     return errors.Described(f"an array of shape {shape} and dtype {dtype}")
   return errors.short(value)
-
-
-def _single_key(fn: str, key: object) -> jax.Array:
-  """Returns ``key`` as one typed PRNG key; accepts typed keys and legacy uint32 keys."""
-  given = key
-  dtype = getattr(key, "dtype", None)
-  if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    try:
-      key = jax.random.wrap_key_data(key)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-      raise errors.type_error(
-        _PREFIX + fn,
-        "key",
-        "must be a PRNG key from jax.random.key or jax.random.PRNGKey",
-        _shown(given),
-        "Pass e.g. key=jax.random.key(0), or deterministic=True for the eval-mode slope.",
-      ) from e
-  if key.ndim:  # type: ignore[union-attr]
-    raise errors.value_error(
-      _PREFIX + fn,
-      "key",
-      "must be a single PRNG key, not a batch of keys",
-      _shown(given),
-      f"Use jax.vmap to map over keys, e.g. jax.vmap({fn}, in_axes=(0, None))(keys, x).",
-    )
-  return key  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,7 +112,7 @@ def threshold(x: ArrayLike, *, threshold: ArrayLike, value: ArrayLike) -> jax.Ar
     >>> activations.threshold(jnp.array([0., 1., 2.]), threshold=1., value=-5.)
     Array([-5., -5.,  2.], dtype=float32)
   """
-  return _threshold(_float_array("threshold", x), threshold, value)
+  return _threshold(_dropout.check_x(_PREFIX + "threshold", x), threshold, value)
 
 
 @jax.jit
@@ -192,7 +153,7 @@ def hard_shrink(x: ArrayLike, *, lambd: ArrayLike = 0.5) -> jax.Array:
     >>> activations.hard_shrink(jnp.array([-1., -0.5, 0.25, 0.5, 2.]))
     Array([-1.,  0.,  0.,  0.,  2.], dtype=float32)
   """
-  x = _float_array("hard_shrink", x)
+  x = _dropout.check_x(_PREFIX + "hard_shrink", x)
   _require(
     "hard_shrink",
     "lambd",
@@ -243,7 +204,7 @@ def soft_shrink(x: ArrayLike, *, lambd: ArrayLike = 0.5) -> jax.Array:
     >>> activations.soft_shrink(jnp.array([-2., 0.25, 0.5, 1.]))
     Array([-1.5,  0. ,  0. ,  0.5], dtype=float32)
   """
-  x = _float_array("soft_shrink", x)
+  x = _dropout.check_x(_PREFIX + "soft_shrink", x)
   _require(
     "soft_shrink",
     "lambd",
@@ -278,7 +239,7 @@ def tanh_shrink(x: ArrayLike) -> jax.Array:
     >>> activations.tanh_shrink(jnp.array([-30., 0., 30.]))
     Array([-29.,   0.,  29.], dtype=float32)
   """
-  x = _float_array("tanh_shrink", x)
+  x = _dropout.check_x(_PREFIX + "tanh_shrink", x)
   return x - jnp.tanh(x)
 
 
@@ -305,7 +266,7 @@ def exponential(x: ArrayLike) -> jax.Array:
     >>> activations.exponential(jnp.array([-jnp.inf, 0.]))
     Array([0., 1.], dtype=float32)
   """
-  return jnp.exp(_float_array("exponential", x))
+  return jnp.exp(_dropout.check_x(_PREFIX + "exponential", x))
 
 
 def abs(x: ArrayLike) -> jax.Array:
@@ -334,7 +295,7 @@ def abs(x: ArrayLike) -> jax.Array:
     >>> activations.abs(jnp.array([-2., 0., 3.]))
     Array([2., 0., 3.], dtype=float32)
   """
-  return jnp.abs(_float_array("abs", x))
+  return jnp.abs(_dropout.check_x(_PREFIX + "abs", x))
 
 
 def quick_gelu(x: ArrayLike) -> jax.Array:
@@ -360,7 +321,7 @@ def quick_gelu(x: ArrayLike) -> jax.Array:
     >>> activations.quick_gelu(jnp.array([-100., 0., 100.]))
     Array([ -0.,   0., 100.], dtype=float32)
   """
-  x = _float_array("quick_gelu", x)
+  x = _dropout.check_x(_PREFIX + "quick_gelu", x)
   return x * jax.nn.sigmoid(1.702 * x)
 
 
@@ -393,7 +354,7 @@ def softmin(
     >>> activations.softmin(jnp.array([0., 0., 0., 0.]))
     Array([0.25, 0.25, 0.25, 0.25], dtype=float32)
   """
-  x = _float_array("softmin", x)
+  x = _dropout.check_x(_PREFIX + "softmin", x)
   return jax.nn.softmax(-x, axis=axis, where=where)
 
 
@@ -431,7 +392,7 @@ def prelu(x: ArrayLike, slope: ArrayLike) -> jax.Array:
     Array([[-1., -2.],
            [ 4.,  4.]], dtype=float32)
   """
-  x = _float_array("prelu", x)
+  x = _dropout.check_x(_PREFIX + "prelu", x)
   slope_shape = np.shape(slope)
   try:
     broadcast_ok = jnp.broadcast_shapes(slope_shape, x.shape) == x.shape
@@ -507,7 +468,7 @@ def rrelu(
     >>> bool(-3. <= y[0] <= -1.), y[1:]
     (True, Array([0., 4.], dtype=float32))
   """
-  x = _float_array("rrelu", x)
+  x = _dropout.check_x(_PREFIX + "rrelu", x)
   upper_value = _concrete(upper)
   if upper_value is not None:
     _require(
@@ -520,7 +481,7 @@ def rrelu(
     )
   if deterministic:
     return jax.nn.leaky_relu(x, jnp.asarray((lower + upper) / 2, x.dtype))
-  return _rrelu(_single_key("rrelu", key), x, lower, upper)
+  return _rrelu(masks.check_key(_PREFIX + "rrelu", key), x, lower, upper)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -588,7 +549,7 @@ def parametric_relu(
     >>> activations.parametric_relu(x, threshold=5.)
     Array([ 0.,  0.,  0.,  0., 10.], dtype=float32)
   """
-  x = _float_array("parametric_relu", x)
+  x = _dropout.check_x(_PREFIX + "parametric_relu", x)
   fix = "Keras' ReLU layer requires negative_slope, max_value and threshold to be >= 0."
   _require(
     "parametric_relu", "negative_slope", negative_slope, lambda v: v >= 0, "must be >= 0", fix
@@ -646,7 +607,7 @@ def parametric_hard_tanh(
     >>> activations.parametric_hard_tanh(jnp.array([-3., 0.5, 3.]), min_val=0., max_val=2.)
     Array([0. , 0.5, 2. ], dtype=float32)
   """
-  x = _float_array("parametric_hard_tanh", x)
+  x = _dropout.check_x(_PREFIX + "parametric_hard_tanh", x)
   upper = _concrete(max_val)
   if upper is not None:
     _require(
@@ -703,7 +664,7 @@ def parametric_softplus(
     >>> activations.parametric_softplus(jnp.array([-100., 0., 3.]), beta=2., threshold=5.)
     Array([0.       , 0.3465736, 3.       ], dtype=float32)
   """
-  x = _float_array("parametric_softplus", x)
+  x = _dropout.check_x(_PREFIX + "parametric_softplus", x)
   _require(
     "parametric_softplus",
     "beta",
