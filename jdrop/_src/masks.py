@@ -74,8 +74,7 @@ def check_key(fn: str, key: Any) -> jax.Array:
         errors.Described(f"an array of dtype {key.dtype} and shape {key.shape}"),
         "Create one with jax.random.key(seed).",
       )
-    impl = jax.random.key_impl(jax.random.key(0))  # the default implementation
-    key_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
+    key_shape = _raw_key_shape(jax.config.jax_default_prng_impl)
     if key.shape[-len(key_shape) :] != key_shape:
       raise errors.type_error(
         fn,
@@ -100,6 +99,12 @@ def check_key(fn: str, key: Any) -> jax.Array:
     errors.short(key),
     "Create one with jax.random.key(seed) and split it with jax.random.split.",
   )
+
+
+@functools.cache
+def _raw_key_shape(impl: str) -> tuple[int, ...]:
+  """The shape of a raw key of the default implementation ``impl`` (``(2,)`` for threefry)."""
+  return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape
 
 
 def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
