@@ -4,6 +4,8 @@ Public names only; the implementation lives in ``jdrop._src``.
 """
 
 from jdrop import activations as activations
+from jdrop import checker as checker
+from jdrop._src.checker.api import check as check
 from jdrop._src.dropout import alpha_dropout as alpha_dropout
 from jdrop._src.dropout import apply_mask as apply_mask
 from jdrop._src.dropout import drop_path as drop_path
@@ -19,12 +21,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-  """Imports the Flax wrappers and the testing helpers on first use.
+  """Imports the Flax wrappers, the testing helpers and the Monte-Carlo engine on first use.
 
-  ``jdrop.flax``, ``jdrop.nnx`` and ``jdrop.testing`` pull in Flax or Hypothesis,
-  so ``import jdrop`` alone stays light.
+  ``jdrop.flax``, ``jdrop.nnx`` and ``jdrop.testing`` pull in Flax or Hypothesis, and
+  ``jdrop.montecarlo`` is only needed for studies, so ``import jdrop`` alone stays light.
   """
-  if name in ("flax", "nnx", "testing"):
+  if name in ("flax", "nnx", "testing", "montecarlo"):
     import importlib
 
     return importlib.import_module(f"jdrop.{name}")

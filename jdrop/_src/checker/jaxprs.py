@@ -1,0 +1,178 @@
+"""Walking a jaxpr with a domain's rules: the checker's one interpreter.
+
+A *domain* says what a value is (a ball of reals, a homogeneity fact, a
+piecewise-linear function, ...) and gives one rule per primitive, registered
+beside the rule's definition in the domain's module. The interpreter keeps an
+environment from variables to domain values, recurses into the call-like
+primitives that ``jit``, ``jax.nn``, ``jnp`` and Flax emit (``jit``,
+``custom_jvp_call``, ``custom_vjp_call``, ``closed_call``, ``remat``), and asks
+the domain what to do with a primitive that has no rule: never a silent pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import Protocol
+
+import numpy as np
+from jax.extend import core
+
+Rule = Callable[..., Any]
+
+# Primitives that only call a sub-jaxpr on their operands (the operands map one
+# to one onto the sub-jaxpr's inputs). Their sub-jaxpr lives under one of these
+# parameters, as a ClosedJaxpr (with constants) or an open Jaxpr.
+CALL_PRIMITIVES = frozenset(
+  {
+    "jit",
+    "pjit",
+    "closed_call",
+    "core_call",
+    "custom_jvp_call",
+    "custom_vjp_call",
+    "custom_vjp_call_jaxpr",
+    "remat",
+    "remat2",
+    "checkpoint",
+    "name",
+  }
+)
+_CALLEE_PARAMS = ("jaxpr", "call_jaxpr", "fun_jaxpr")
+
+
+class Domain(Protocol):
+  """What the interpreter needs from a domain."""
+
+  def rule(self, eqn: core.JaxprEqn) -> Rule | None:
+    """The rule for ``eqn``'s primitive, or ``None``."""
+
+  def literal(self, value: Any, aval: Any) -> Any:
+    """The domain value of a literal (a scalar baked into the jaxpr)."""
+
+  def constant(self, value: Any) -> Any:
+    """The domain value of a closed-over constant array."""
+
+  def index(self, value: Any) -> int | None:
+    """The branch index a `cond` takes, when the domain knows it, else None."""
+
+  def missing(self, eqn: core.JaxprEqn, inputs: Sequence[Any]) -> list[Any]:
+    """Output values for a primitive without a rule (an "unknown" or an error)."""
+
+
+def callee(
+  eqn: core.JaxprEqn, domain: Domain | None = None, inputs: Sequence[Any] = ()
+) -> tuple[core.Jaxpr, Sequence[Any]] | None:
+  """The sub-jaxpr and its constants of a call-like equation, else ``None``.
+
+  A ``cond`` whose branch index the domain knows is a call of that branch (its
+  operands after the index)."""
+  if eqn.primitive.name == "cond" and domain is not None:
+    index = domain.index(inputs[0])
+    if index is None:
+      return None
+    branches = eqn.params["branches"]
+    branch = branches[min(max(index, 0), len(branches) - 1)]  # lax.cond clamps
+    return branch.jaxpr, branch.consts
+  if eqn.primitive.name not in CALL_PRIMITIVES:
+    return None
+  for name in _CALLEE_PARAMS:
+    sub = eqn.params.get(name)
+    if isinstance(sub, core.ClosedJaxpr):
+      return sub.jaxpr, sub.consts
+    if isinstance(sub, core.Jaxpr):
+      return sub, ()
+  return None
+
+
+def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]):
+  """Runs ``jaxpr`` on domain values; ``consts`` are raw arrays, ``args`` domain values."""
+  env: dict[core.Var, Any] = {}
+
+  def read(var: Any) -> Any:
+    if isinstance(var, core.Literal):
+      return domain.literal(var.val, var.aval)
+    return env[var]
+
+  for var, value in zip(jaxpr.constvars, consts, strict=False):
+    env[var] = domain.constant(np.asarray(value))
+  for var, value in zip(jaxpr.invars, args, strict=False):
+    env[var] = value
+  for eqn in jaxpr.eqns:
+    inputs = [read(v) for v in eqn.invars]
+    sub = callee(eqn, domain, inputs)
+    if sub is not None:
+      operands = inputs[1:] if eqn.primitive.name == "cond" else inputs
+      outputs = evaluate(domain, sub[0], sub[1], operands)
+    else:
+      rule = domain.rule(eqn)
+      if rule is None:
+        outputs = domain.missing(eqn, inputs)
+      else:
+        outputs = rule(eqn, *inputs)
+        if not eqn.primitive.multiple_results:
+          outputs = [outputs]
+    for var, value in zip(eqn.outvars, outputs, strict=False):
+      if not isinstance(var, core.DropVar):
+        env[var] = value
+  return [read(v) for v in jaxpr.outvars]
+
+
+def primitive_names(jaxpr: core.Jaxpr) -> set[str]:
+  """Every primitive ``jaxpr`` uses, looking inside call-like primitives."""
+  names: set[str] = set()
+  for eqn in jaxpr.eqns:
+    sub = callee(eqn)
+    if sub is None:
+      names.add(eqn.primitive.name)
+    else:
+      names |= primitive_names(sub[0])
+  return names
+
+
+def structural_indices(eqn: core.JaxprEqn, shapes: Sequence[tuple[int, ...] | None], inputs):
+  """Where each output element of a data-movement primitive comes from.
+
+  Runs the primitive itself on integer *index* arrays in place of the operands
+  whose shape is given (``shapes[i] is None`` passes ``inputs[i]`` through as a
+  concrete value, e.g. a start index), so every data-movement primitive JAX has
+  (reshape, transpose, broadcast, slice, gather, pad, concatenate, ...) is
+  covered by JAX's own implementation. Returns, per output, an integer array of
+  indices into the concatenation of the flattened operands.
+  """
+  import jax.numpy as jnp
+
+  args, start = [], 0
+  for shape, value in zip(shapes, inputs, strict=False):
+    if shape is None:
+      args.append(jnp.asarray(value))
+    else:
+      size = int(np.prod(shape, dtype=np.int64))
+      args.append(jnp.arange(start, start + size, dtype=jnp.int32).reshape(shape))
+      start += size
+  outs = eqn.primitive.bind(*args, **eqn.params)
+  if not eqn.primitive.multiple_results:
+    outs = [outs]
+  return [np.asarray(o) for o in outs]
+
+
+# Primitives that only move data: each output element is one operand element.
+STRUCTURAL = frozenset(
+  {
+    "broadcast_in_dim",
+    "concatenate",
+    "dynamic_slice",
+    "expand_dims",
+    "gather",
+    "pad",
+    "reshape",
+    "rev",
+    "slice",
+    "split",
+    "squeeze",
+    "transpose",
+  }
+)
+# The operands of a structural primitive that carry data (the rest are indices).
+DATA_OPERANDS = {"dynamic_slice": 1, "gather": 1}
