@@ -1,44 +1,71 @@
-"""The command line: the table's content and its error handling."""
+"""The command line: the table's content, `check`, and one-line errors."""
 
 import json
+import subprocess
+import sys
 
-import jax
-import jax.numpy as jnp
 import pytest
 
+from jdrop._src import activations
 from jdrop._src import cli
 
 
-def test_table_json_has_every_elementwise_activation_and_true_verdicts(capsys):
-  assert cli.main(["table", "--json", "--num-masks", "8", "--rates", "0.5"]) == 0
-  data = json.loads(capsys.readouterr().out)
-  rows = {row["activation"]: row for row in data["rows"]}
-  # Positively homogeneous activations commute pathwise, bit for bit.
-  for name in ("relu", "abs", "identity"):
-    assert rows[name]["orders_agree"] and rows[name]["zero_preserving"], rows[name]
-  # f(0) = 0 is not enough: tanh, gelu, elu, relu6 keep 0 and still disagree.
-  for name in ("tanh", "gelu", "elu", "relu6"):
-    assert rows[name]["zero_preserving"] and not rows[name]["orders_agree"], rows[name]
-    assert rows[name]["max_abs_diff"] > 0 and rows[name]["worst_rate"] == 0.5
-  assert not rows["sigmoid"]["zero_preserving"]
-  assert "softmax" not in rows  # not elementwise: one mask cannot serve both orders
-  assert "f(0) = 0 holds for" in data["summary"]
+@pytest.fixture(scope="module")
+def table_json():
+  import contextlib
+  import io
+
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert cli.main(["table", "--json", "--no-float-level"]) == 0
+  return json.loads(out.getvalue())
 
 
-def test_table_markdown_is_a_table(capsys):
-  assert cli.main(["table", "--markdown", "--num-masks", "4", "--rates", "0.3"]) == 0
+def test_table_has_every_registry_activation_with_the_checkers_verdicts(table_json):
+  rows = {row["activation"]: row for row in table_json["rows"]}
+  assert set(rows) == set(activations.names())
+  for name in ("relu", "abs", "identity", "leaky_relu", "prelu"):
+    v = rows[name]["verdict"]
+    assert v["pathwise"]["status"] == "proved" and v["zero_preserving"], name
+    assert rows[name]["f0_predicted"] is True
+  # f(0) = 0 is not enough: these keep 0 and still do not commute; the prediction fails.
+  for name in ("tanh", "gelu", "elu", "relu6", "hard_tanh", "selu", "silu", "mish"):
+    v = rows[name]["verdict"]
+    assert v["zero_preserving"] and v["pathwise"]["status"] == "refuted", name
+    assert v["pathwise"]["counterexample"]["residual"][0] != 0
+    assert rows[name]["f0_predicted"] is False
+  assert rows["sigmoid"]["verdict"]["zero_preserving"] is False
+  assert rows["glu"]["verdict"] is None  # halves its input: no shared mask
+  summary = table_json["summary"]
+  assert "f(0) = 0 holds for 23 of 34 activations" in summary
+  assert "commutes pathwise with 7 of them" in summary
+
+
+def test_table_text_and_markdown(capsys):
+  assert cli.main(["table", "--markdown", "--no-float-level", "--rate", "0.3"]) == 0
   lines = capsys.readouterr().out.splitlines()
-  assert lines[0].startswith("| activation | f(0) |")
-  assert all(line.count("|") == lines[0].count("|") for line in lines[: lines.index("")])
+  assert lines[0].startswith("| activation | f(0) | f(0)=0 | pathwise | expectation |")
+  tanh = next(line for line in lines if line.startswith("| tanh |"))
+  assert "rate=0.3" in tanh and "refuted" in tanh
+
+
+def test_check_prints_the_verdict_and_json(capsys):
+  assert cli.main(["check", "relu6", "--rate", "0.5", "--no-float-level"]) == 0
+  out = capsys.readouterr().out
+  assert "pathwise: refuted" in out and "x = 6" in out
+  assert cli.main(["check", "jax.nn:leaky_relu", "--json", "--no-float-level"]) == 0
+  data = json.loads(capsys.readouterr().out)
+  assert data["pathwise"]["status"] == "proved" and data["function"] == "jax.nn:leaky_relu"
 
 
 @pytest.mark.parametrize(
-  "argv, needle",
+  ("argv", "needle"),
   [
-    (["table", "--rates", "1.5"], "rate must be a drop probability in [0, 1]"),
-    (["table", "--rates", "abc"], "got 'abc'"),
-    (["table", "--num-masks", "0"], "positive integer"),
+    (["table", "--rate", "1"], "open interval (0, 1)"),
     (["table", "--json", "--markdown"], "not allowed with"),
+    (["check", "tanh", "--rate", "nan"], "open interval (0, 1)"),
+    (["check", "tanh", "--shape", "0"], "positive integer"),
+    (["check"], "required"),
     (["nope"], "invalid choice"),
     ([], "required"),
   ],
@@ -51,16 +78,26 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
   assert needle in err and len(err.splitlines()) == 1, err
 
 
-def test_equal_infinities_are_agreement_and_chunks_cover_every_mask():
-  # Both orders give +inf at x = 100 for exp: that is agreement, not an infinite gap.
-  f = lambda v: jnp.where(v > 1000, jnp.inf, jax.nn.relu(v))
-  assert cli.compare_orders_on_sample(f, cli.sample_inputs(), rates=[0.5], num_masks=8) == (
-    0.0,
-    None,
-    None,
+@pytest.mark.parametrize(
+  ("name", "needle"),
+  [
+    ("tanhh", "Did you mean 'tanh'"),
+    ("no_such_module_xyz:f", "cannot be imported"),
+    ("jax.nn:no_such_function", "does not have"),
+    ("glu", "must keep the input's shape"),
+  ],
+)
+def test_check_errors_are_one_line_and_exit_2(name, needle, capsys):
+  assert cli.main(["check", name, "--no-float-level"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_module_entry_point():
+  run = subprocess.run(
+    [sys.executable, "-m", "jdrop", "check", "abs", "--no-float-level"],
+    capture_output=True,
+    text=True,
+    check=False,
   )
-  # More masks than one chunk: a disagreement only some masks show is still found.
-  diff, _, rate = cli.compare_orders_on_sample(
-    jnp.tanh, cli.sample_inputs(), rates=[0.0, 0.5], num_masks=cli._CHUNK + 3
-  )
-  assert diff > 0 and rate == 0.5
+  assert run.returncode == 0 and "pathwise: proved" in run.stdout

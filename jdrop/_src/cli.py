@@ -1,93 +1,66 @@
 """``python -m jdrop``: the command line.
 
-``python -m jdrop table`` runs both orders of dropout, on the same masks, for
-every elementwise activation in the registry and reports where they agree bit
-for bit in float32, next to whether the activation keeps 0 (``f(0) = 0``).
+* ``table``: the checker's verdicts for every activation in the registry: f(0),
+  pathwise and in-expectation commutation with dropout, whether "f(0) = 0"
+  predicted the pathwise verdict, a certified counterexample, and whether the
+  two orders agree bit for bit in float32 on this machine.
+* ``check NAME_OR_MODULE:ATTR``: one function's full verdict (text or JSON).
 
-This table is *measured* on a fixed sample (inputs, masks and rates), so "agree"
-means "agreed on every sampled mask", not a proof; a disagreement is a real
-counterexample at float32 precision.
+Functions are named, never evaluated from strings: a registry name (``gelu``) or
+an import path (``mypkg.layers:my_activation``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from dataclasses import dataclass
+from typing import Any
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jdrop._src import activations
-from jdrop._src import order
+from jdrop._src.checker import api
+from jdrop._src.checker.verdict import Verdict
 
-DEFAULT_RATES = (0.1, 0.5, 0.9)
-_CHUNK = 64  # masks per compiled call
+_PROG = "python -m jdrop"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Row:
-  """One activation's line of the table."""
+  """One activation's line of the table (``verdict`` is None when it cannot be checked)."""
 
   activation: str
-  f0: float
-  zero_preserving: bool
-  orders_agree: bool
-  max_abs_diff: float
-  worst_x: float | None
-  worst_rate: float | None
+  verdict: Verdict | None
+  note: str = ""
+
+  @property
+  def predicted(self) -> bool | None:
+    """Did "f(0) = 0, so the order does not matter" get the pathwise verdict right?"""
+    v = self.verdict
+    if v is None or v.zero_preserving is None or v.pathwise.status == "unknown":
+      return None
+    return v.zero_preserving == (v.pathwise.status == "proved")
+
+  def to_dict(self) -> dict[str, Any]:
+    out = {"activation": self.activation, "note": self.note, "f0_predicted": self.predicted}
+    out["verdict"] = None if self.verdict is None else self.verdict.to_dict()
+    return out
 
 
-def sample_inputs(num: int = 4097) -> jax.Array:
-  """The fixed inputs: a grid over [-8, 8] (0 included) plus large and tiny values."""
-  grid = jnp.linspace(-8.0, 8.0, num, dtype=jnp.float32)
-  extra = jnp.array([-1e4, -100.0, -1e-3, -1e-30, 1e-30, 1e-3, 100.0, 1e4], jnp.float32)
-  return jnp.concatenate([grid, extra])
-
-
-def compare_orders_on_sample(
-  f, x: jax.Array, *, rates: Sequence[float], num_masks: int, seed: int = 0
-) -> tuple[float, float | None, float | None]:
-  """The largest ``|pre - post|`` over ``num_masks`` masks per rate, with where it occurs."""
-  all_keys = jax.random.split(jax.random.key(seed), num_masks)
-  rates_array = jnp.asarray(rates, jnp.float32)
-
-  @jax.jit
-  def worst(keys, rate):
-    out = jax.vmap(lambda k: order.both_orders(k, x, f, rate=rate))(keys)
-    same = (out.pre == out.post) | (jnp.isnan(out.pre) & jnp.isnan(out.post))
-    diff = jnp.where(same, 0, jnp.abs(out.pre - out.post))  # inf == inf is agreement
-    diff = jnp.where(jnp.isnan(diff), jnp.inf, diff)  # one side NaN: maximal disagreement
-    flat = jnp.argmax(diff)
-    return diff.ravel()[flat], flat % x.size
-
-  best = (0.0, None, None)
-  # Chunks of masks keep memory flat in --num-masks; one compile serves every chunk.
-  for start in range(0, num_masks, _CHUNK):
-    keys = all_keys[start : start + _CHUNK]
-    values, indices = jax.vmap(worst, in_axes=(None, 0))(keys, rates_array)
-    i = int(jnp.argmax(values))
-    if float(values[i]) > best[0]:
-      best = (float(values[i]), float(x[int(indices[i])]), float(rates[i]))
-  return best
-
-
-def build_table(*, rates: Sequence[float] = DEFAULT_RATES, num_masks: int = 64) -> list[Row]:
-  """Measures both orders for every elementwise registry activation."""
-  x = sample_inputs()
+def build_table(*, rate: float | None = None, float_level: bool = True) -> list[Row]:
+  """Checks every registry activation (both modes; every rate, or ``rate``)."""
   rows = []
   for name in activations.names():
-    entry = activations.info(name)
-    if not entry.elementwise:
+    try:
+      verdict = api.check(name, rate=rate, float_level=float_level)
+    except ValueError:  # glu halves its input: no mask can serve both orders
+      rows.append(Row(name, None, note="changes its input's shape: no shared mask"))
       continue
-    f = entry.fn
-    f0 = float(f(jnp.zeros((), jnp.float32)))
-    diff, worst_x, worst_rate = compare_orders_on_sample(f, x, rates=rates, num_masks=num_masks)
-    rows.append(Row(name, f0, f0 == 0.0, diff == 0.0, diff, worst_x, worst_rate))
+    rows.append(Row(name, verdict))
   return rows
 
 
@@ -99,40 +72,93 @@ def _fmt(value: float | None) -> str:
   return f"{value:.4g}"
 
 
-def render(rows: list[Row], fmt: str, *, rates: Sequence[float], num_masks: int) -> str:
-  """The table as ``text``, ``markdown`` or ``json``."""
-  zero = sum(r.zero_preserving for r in rows)
-  agree = sum(r.orders_agree for r in rows)
-  agree_zero = sum(r.orders_agree and r.zero_preserving for r in rows)
-  summary = (
-    f"f(0) = 0 holds for {zero} of {len(rows)} elementwise activations; the two "
-    f"orders agreed bit for bit on every sampled mask for {agree} of them "
-    f"({agree_zero} of the {zero} with f(0) = 0). Sample: {num_masks} masks x "
-    f"{sample_inputs().size} float32 inputs per rate, rates {list(rates)}."
+def _f0(v: Verdict) -> str:
+  if np.isnan(v.f0).all():
+    return "undefined"
+  values = sorted({_fmt(float(x)) for x in v.f0.ravel()})
+  return values[0] if len(values) == 1 else "varies"
+
+
+def _witness(v: Verdict) -> str:
+  for finding in (v.pathwise, v.expectation):
+    cx = finding.counterexample
+    if cx is None:
+      continue
+    i = cx.index
+    pre, post = _fmt(float(cx.pre.ravel()[i])), _fmt(float(cx.post.ravel()[i]))
+    if cx.mask is not None and not cx.mask.ravel()[i]:
+      return f"dropped unit: f(0) = {pre} vs 0"
+    x = _fmt(cx.x_at) if cx.elementwise else "[" + ", ".join(map(_fmt, cx.x.ravel())) + "]"
+    if cx.mask is None:
+      return f"x={x}, rate={cx.rate}: E f(D(x)) = {pre} vs f(x) = {post}"
+    return f"x={x}, rate={cx.rate}: f(D(x)) = {pre} vs D(f(x)) = {post}"
+  return "-"
+
+
+def _bits(v: Verdict) -> str:
+  if v.float_level is None:
+    return "-"
+  f32 = v.float_level.dtypes[0]
+  return "yes" if f32.bit_identical else f"no ({_fmt(f32.max_ulps)} ulp)"
+
+
+def _yes(value: bool | None) -> str:
+  return {True: "yes", False: "no", None: "?"}[value]
+
+
+def summary(rows: list[Row]) -> str:
+  checked = [r for r in rows if r.verdict is not None]
+  zero = [r for r in checked if r.verdict.zero_preserving]
+  path = [r for r in checked if r.verdict.pathwise.status == "proved"]
+  expect = [r for r in checked if r.verdict.expectation.status == "proved"]
+  wrong = [r.activation for r in checked if r.predicted is False]
+  unknown = [r.activation for r in checked if r.verdict.pathwise.status == "unknown"]
+  text = (
+    f"f(0) = 0 holds for {len(zero)} of {len(checked)} activations; dropout commutes pathwise"
+    f" with {len(path)} of them (proved at every rate) and in expectation with {len(expect)}."
+    f' "f(0) = 0, so the order does not matter" gets the pathwise verdict wrong for'
+    f" {len(wrong)}: {', '.join(wrong) or 'none'}."
   )
+  if unknown:
+    text += f" Undecided pathwise: {', '.join(unknown)}."
+  skipped = [r.activation for r in rows if r.verdict is None]
+  if skipped:
+    text += f" Not checked (no shared mask): {', '.join(skipped)}."
+  return text
+
+
+def render(rows: list[Row], fmt: str) -> str:
+  """The table as ``text``, ``markdown`` or ``json``."""
   if fmt == "json":
-    return json.dumps(
-      {
-        "rates": list(rates),
-        "num_masks": num_masks,
-        "rows": [asdict(r) for r in rows],
-        "summary": summary,
-      },
-      indent=2,
-    )
-  header = ["activation", "f(0)", "f(0)=0", "orders agree", "max abs diff", "at x", "at rate"]
-  body = [
-    [
-      r.activation,
-      _fmt(r.f0),
-      "yes" if r.zero_preserving else "no",
-      "yes" if r.orders_agree else "no",
-      _fmt(r.max_abs_diff),
-      _fmt(r.worst_x),
-      _fmt(r.worst_rate),
-    ]
-    for r in rows
+    return json.dumps({"rows": [r.to_dict() for r in rows], "summary": summary(rows)}, indent=2)
+  header = [
+    "activation",
+    "f(0)",
+    "f(0)=0",
+    "pathwise",
+    "expectation",
+    "f(0)=0 predicted",
+    "float32 bit-identical",
+    "counterexample",
   ]
+  body = []
+  for r in rows:
+    v = r.verdict
+    if v is None:
+      body.append([r.activation, "-", "-", "n/a", "n/a", "-", "-", r.note])
+      continue
+    body.append(
+      [
+        r.activation,
+        _f0(v),
+        _yes(v.zero_preserving),
+        v.pathwise.status,
+        v.expectation.status,
+        _yes(r.predicted),
+        _bits(v),
+        _witness(v),
+      ]
+    )
   if fmt == "markdown":
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -142,16 +168,18 @@ def render(rows: list[Row], fmt: str, *, rates: Sequence[float], num_masks: int)
       "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
       for row in [header, *body]
     ]
-  return "\n".join([*lines, "", summary])
+  return "\n".join([*lines, "", summary(rows)])
 
 
-def _rate(text: str) -> float:
+def _open_rate(text: str) -> float:
   try:
     value = float(text)
   except ValueError:
-    value = float("nan")
-  if not 0.0 <= value <= 1.0:
-    raise argparse.ArgumentTypeError(f"rate must be a drop probability in [0, 1], got {text!r}")
+    value = math.nan
+  if not 0.0 < value < 1.0:
+    raise argparse.ArgumentTypeError(
+      f"rate must be a drop probability in the open interval (0, 1), got {text!r}"
+    )
   return value
 
 
@@ -161,7 +189,7 @@ def _positive_int(text: str) -> int:
   except ValueError:
     value = 0
   if value <= 0:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
   return value
 
 
@@ -171,24 +199,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = _Parser(
-    prog="python -m jdrop",
-    description="Dropout before or after the activation: when does it matter?",
-  )
+  parser = _Parser(prog=_PROG, description="Dropout before or after the activation?")
   sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-  table = sub.add_parser("table", help="both orders on the same masks, for every activation")
+
+  table = sub.add_parser("table", help="the checker's verdicts for every registry activation")
   fmt = table.add_mutually_exclusive_group()
   fmt.add_argument("--markdown", action="store_const", const="markdown", dest="format")
   fmt.add_argument("--json", action="store_const", const="json", dest="format")
+  table.add_argument("--rate", type=_open_rate, help="one rate instead of every rate in (0, 1)")
   table.add_argument(
-    "--rates",
-    type=_rate,
-    nargs="+",
-    default=list(DEFAULT_RATES),
-    help="drop rates to sample (default: %(default)s)",
+    "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
-  table.add_argument(
-    "--num-masks", type=_positive_int, default=64, help="masks per rate (default: %(default)s)"
+
+  check = sub.add_parser("check", help="one function's verdict")
+  check.add_argument("function", help="a registry name (gelu) or an import path (pkg.mod:attr)")
+  check.add_argument("--rate", type=_open_rate, help="one rate instead of every rate in (0, 1)")
+  check.add_argument(
+    "--shape", type=_positive_int, nargs="+", help="input shape to trace on (default: 4)"
+  )
+  check.add_argument("--json", action="store_true", help="print the verdict as JSON")
+  check.add_argument(
+    "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
   return parser
 
@@ -197,9 +228,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     if args.command == "table":
-      rows = build_table(rates=args.rates, num_masks=args.num_masks)
-      print(render(rows, args.format or "text", rates=args.rates, num_masks=args.num_masks))
+      rows = build_table(rate=args.rate, float_level=not args.no_float_level)
+      print(render(rows, args.format or "text"))
+    elif args.command == "check":
+      verdict = api.check(
+        args.function,
+        rate=args.rate,
+        shape=None if args.shape is None else tuple(args.shape),
+        float_level=not args.no_float_level,
+      )
+      print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
   except (ValueError, TypeError) as err:
-    print(f"python -m jdrop: error: {err}", file=sys.stderr)
+    print(f"{_PROG}: error: {err}", file=sys.stderr)
     return 2
   return 0

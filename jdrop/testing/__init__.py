@@ -10,6 +10,10 @@ jdrop`` does not import this module.
   ``NaN``, signed zeros and subnormals.
 * :func:`activations`: names from :mod:`jdrop.activations`, elementwise by default.
 
+* :func:`assert_commutes` / :func:`assert_not_commutes`: the checker's verdict
+  (:func:`jdrop.check`) as a test assertion, failing with the counterexample or
+  the reason.
+
 A property a user might test: dropout keeps or zeroes every element, scales what
 it keeps by ``1 / (1 - rate)``, never turns a dropped ``inf`` or ``NaN`` into
 ``NaN``, and keeps the dtype:
@@ -30,6 +34,8 @@ it keeps by ``1 / (1 - rate)``, never turns a dropped ``inf`` or ``NaN`` into
 >>> test_dropout_keeps_or_zeroes()
 """
 
+from jdrop._src.checker.assertions import assert_commutes as assert_commutes
+from jdrop._src.checker.assertions import assert_not_commutes as assert_not_commutes
 from jdrop._src.strategies import activations as activations
 from jdrop._src.strategies import float_arrays as float_arrays
 from jdrop._src.strategies import keys as keys

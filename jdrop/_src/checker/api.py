@@ -434,7 +434,7 @@ _F0_REASON = "a dropped unit gives f(0) before the activation's dropout and 0 af
 def _refuted_reason(pl: piecewise.PL | None, reason: str) -> str:
   if pl is not None:
     return "f is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
-  return reason
+  return f"the orders differ at the counterexample ({reason})"
 
 
 def _unknown_reason(reason: str, tried: int, rate: float | None) -> str:
@@ -515,7 +515,7 @@ def _decide_expectation(
 def _refuted_reason_e(pl: piecewise.PL | None, reason: str) -> str:
   if pl is not None:
     return "f - f(0) is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
-  return reason
+  return f"the expectations differ at the counterexample ({reason})"
 
 
 def _expectation_candidates(
@@ -616,7 +616,7 @@ def check(
     pathwise = _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape)
     expectation = _decide_expectation(evaluate, hom, pl, rate, elementwise, shape)
     zero = _zero_preserving(hom, pl, f0)
-    f0_values = None if f0 is None else balls.midpoints(f0)
+    f0_values = np.full(shape, np.nan) if f0 is None else balls.midpoints(f0)
   if pl is not None:
     f0_values = np.asarray(piecewise.f0(pl), dtype=np.float64)
   floats = None

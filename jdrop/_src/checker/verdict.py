@@ -174,6 +174,8 @@ class DtypeFinding:
   def __str__(self) -> str:
     if self.bit_identical:
       return f"{self.dtype}: bit-identical on {self.num_samples} samples"
+    if self.worst_x is None:
+      return f"{self.dtype}: not compared (f does not run in {self.dtype})"
     kept = {True: "kept", False: "dropped", None: "?"}[self.worst_mask]
     return (
       f"{self.dtype}: differ by up to {_fmt(self.max_ulps)} ulp "
@@ -211,7 +213,7 @@ class Verdict:
     elementwise: ``True`` when output ``i`` is shown to depend on input ``i`` only;
       ``None`` when that is not shown (the dependence analysis is conservative).
     zero_preserving: ``f(0) == 0`` exactly (``None`` when it cannot be decided).
-    f0: ``f(0)`` (midpoints), shaped like the input, or ``None`` where undefined.
+    f0: ``f(0)`` (midpoints), shaped like the input; NaN where undefined (``log``).
     pathwise: the pathwise :class:`Finding`.
     expectation: the in-expectation :class:`Finding`.
     float_level: the :class:`FloatFinding`, or ``None`` when not computed.
@@ -222,7 +224,7 @@ class Verdict:
   shape: tuple[int, ...]
   elementwise: bool | None
   zero_preserving: bool | None
-  f0: np.ndarray | None
+  f0: np.ndarray
   pathwise: Finding
   expectation: Finding
   float_level: FloatFinding | None = None
@@ -230,7 +232,7 @@ class Verdict:
   def __str__(self) -> str:
     rate = "every rate in (0, 1)" if self.rate is None else f"rate {self.rate!r}"
     zero = {True: "yes", False: "no", None: "undecided"}[self.zero_preserving]
-    f0 = "undefined" if self.f0 is None else _fmt_vector(_uniform(self.f0))
+    f0 = "undefined" if np.isnan(self.f0).all() else _fmt_vector(_uniform(self.f0))
     elementwise = {True: "yes", False: "no", None: "not shown"}[self.elementwise]
     lines = [
       f"{self.function}: dropout before vs after, for {rate} (input shape {self.shape})",
