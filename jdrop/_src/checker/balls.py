@@ -564,9 +564,12 @@ class BallDomain:
 
   def missing(self, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
     name = eqn.primitive.name
+    floats = any(jnp.issubdtype(v.aval.dtype, jnp.floating) for v in [*eqn.invars, *eqn.outvars])
     if name in jaxprs.STRUCTURAL:
       out = _structural(eqn, *inputs)
-    elif not any(is_ball_array(v) for v in inputs):
+    elif name == "iota":  # exact small integers, whatever the dtype
+      out = self.constant(_concrete(eqn))
+    elif not floats:  # integer and boolean steps are exact in JAX itself
       out = _concrete(eqn, *inputs)
     else:
       raise NotCertified(f"no ball-arithmetic rule for the primitive `{name}`")

@@ -269,6 +269,8 @@ def _select_n(eqn: core.JaxprEqn, which: Hom, *cases: Hom):
       return _homogeneous(h.deg, h.offset, h.elin)
   elif which.deg is None:
     raise _Unknown(which.reason)
+  if all(_zero_const(h) for h in cases):  # every selected case is an exact 0
+    return {"const": balls.balls(np.zeros(eqn.outvars[0].aval.shape))}
   return _homogeneous(_same_degree(list(cases), "a `select` (jnp.where)"))
 
 

@@ -83,6 +83,7 @@ def _fractions(values: Any) -> np.ndarray:
 
 
 _to_fraction = np.frompyfunc(lambda v: Fraction(float(v)), 1, 1)
+_exact_sign = np.frompyfunc(lambda v: Fraction((v > 0) - (v < 0)), 1, 1)
 
 
 def constant(values: Any) -> PL:
@@ -305,8 +306,8 @@ def _sign(eqn: core.JaxprEqn, a: PL) -> PL:
   a, zero = _union(a, zero, extra=_crossings(a, zero))
   reps = representatives(a.breaks)
 
-  def sgn(v: Any) -> np.ndarray:
-    return _fractions(np.sign(np.asarray(v, dtype=float)))
+  def sgn(v: Any) -> np.ndarray:  # exact: a tiny Fraction must not round to 0
+    return _exact_sign(np.asarray(v, dtype=object))
 
   zeros = [_fractions(np.zeros(np.shape(i))) for i in a.inters]
   inters = tuple(sgn(a.slopes[k] * t + a.inters[k]) for k, t in enumerate(reps))
