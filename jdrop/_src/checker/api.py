@@ -43,7 +43,10 @@ from jdrop._src.checker.verdict import Verdict
 _FN = "jdrop.check"
 DEFAULT_SHAPE = (4,)
 MAX_SIZE = 256  # elements of the traced input: ball evaluation is per element
-MAX_MASK_ENUMERATION = 10  # 2**10 masks for the exact expectation of a non-elementwise f
+MAX_MASK_ENUMERATION = 8  # 2**8 masks for the exact expectation of a non-elementwise f
+# Certified evaluations of f one search may spend (a search that finds nothing says
+# "unknown"; this bounds its time for large closed-over arrays or many masks).
+SEARCH_BUDGET = 2000
 SEARCH_RATES = (0.5, 0.25, 0.75, 0.1, 0.9)  # tried in this order when rate=None
 # Scalars tried as inputs when no engine gives better candidates: both signs,
 # every magnitude that activations treat differently, all exact in float32.
@@ -248,17 +251,25 @@ class _Function:
     self.jaxpr, self.consts, self.shape = closed.jaxpr, closed.consts, shape
     self.elementwise = elementwise
     self._cache: dict[bytes, np.ndarray | None] = {}
+    self.budget = SEARCH_BUDGET
 
   def __call__(self, x: np.ndarray) -> np.ndarray | None:
     """``f(x)`` as balls, or None where the balls cannot decide (or f is undefined)."""
     key = _key(x)
     if key not in self._cache:
+      if self.budget <= 0:
+        raise _OutOfBudget
+      self.budget -= 1
       try:
         (out,) = balls.evaluate(self.jaxpr, self.consts, x)
         self._cache[key] = balls.balls(out)
       except balls.NotCertified:
         self._cache[key] = None
     return self._cache[key]
+
+
+class _OutOfBudget(Exception):
+  """The search spent :data:`SEARCH_BUDGET` evaluations."""
 
 
 def _key(x: np.ndarray) -> bytes:
@@ -337,6 +348,43 @@ def _expectation_witness(
   return _certify(mean - fx, x, rate, None, mean, fx, f)
 
 
+EXACT_METHOD = "exact rational evaluation of the piecewise-linear form"
+
+
+def _exact_counterexample(
+  pl: piecewise.PL, x: np.ndarray, rate: float, *, expectation: bool
+) -> Counterexample | None:
+  """A witness certified by exact rational arithmetic on the piecewise-linear form.
+
+  Used where balls cannot decide a step: ``x / q`` is not a dyadic number when ``q``
+  is not a power of 2, so a comparison that is an exact tie (``where(1.25 x > 1.25 x,
+  ...)``) overlaps in ball arithmetic, while the rational form decides it.
+  """
+  t = Fraction(float(np.ravel(x)[0]))  # the piecewise candidates fill x with one value
+  q = Fraction(1) - Fraction(rate)
+  kept, at_t = pl.at(t / q), pl.at(t)
+  if expectation:
+    pre, post = q * kept + (1 - q) * piecewise.f0(pl), at_t
+  else:
+    pre, post = kept, at_t / q
+  pre, post = np.broadcast_to(pre, x.shape), np.broadcast_to(post, x.shape)
+  for index, (a, b) in enumerate(zip(pre.ravel(), post.ravel(), strict=True)):
+    if a != b:
+      residual = float(a - b)
+      return Counterexample(
+        x=np.asarray(x, dtype=np.float64),
+        rate=rate,
+        mask=None if expectation else np.ones(x.shape, dtype=bool),
+        pre=np.asarray(pre, dtype=np.float64),
+        post=np.asarray(post, dtype=np.float64),
+        index=index,
+        residual=(math.nextafter(residual, -math.inf), math.nextafter(residual, math.inf)),
+        method=EXACT_METHOD,
+        elementwise=True,
+      )
+  return None
+
+
 def _search_inputs(shape: tuple[int, ...], elementwise: bool) -> list[np.ndarray]:
   """Input vectors that cycle through :data:`SEARCH_VALUES`; for an elementwise
   ``f`` then each value alone (a value outside f's domain, such as log's
@@ -409,6 +457,7 @@ def _decide_pathwise(
     )
   reason = _why_not_proved(hom, elementwise, "pathwise")
   # A dropped unit: f(0) must be 0.
+  f.budget = SEARCH_BUDGET
   if f0 is not None and any(balls.certainly_nonzero(b) for b in f0.ravel()):
     for r in _rates(rate):
       found = _pathwise_witness(f, np.ones(shape), r, np.zeros(shape, dtype=bool))
@@ -416,15 +465,20 @@ def _decide_pathwise(
         return Finding("refuted", "f(0) != 0 at a dropped unit", _F0_REASON, found)
   # A kept unit: f(x / q) must equal f(x) / q.
   tried = 0
-  for r in _rates(rate):
-    q = Fraction(1) - Fraction(r)
-    for x in _pathwise_candidates(pl, q, shape, elementwise):
-      for mask in _search_masks(shape, elementwise):
-        tried += 1
-        found = _pathwise_witness(f, x, r, mask)
-        if found is not None:
-          method = "exact piecewise-linear analysis" if pl is not None else "certified search"
-          return Finding("refuted", method, _refuted_reason(pl, reason), found)
+  try:
+    for r in _rates(rate):
+      q = Fraction(1) - Fraction(r)
+      for x in _pathwise_candidates(pl, q, shape, elementwise):
+        for mask in _search_masks(shape, elementwise):
+          tried += 1
+          found = _pathwise_witness(f, x, r, mask)
+          if found is None and pl is not None:
+            found = _exact_counterexample(pl, x, r, expectation=False)
+          if found is not None:
+            method = "exact piecewise-linear analysis" if pl is not None else "certified search"
+            return Finding("refuted", method, _refuted_reason(pl, reason), found)
+  except _OutOfBudget:
+    pass
   return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate))
 
 
@@ -501,14 +555,20 @@ def _decide_expectation(
       f" masks is too large to certify (trace on at most {MAX_MASK_ENUMERATION} elements)",
     )
   tried = 0
-  for r in _rates(rate):
-    q = Fraction(1) - Fraction(r)
-    for x in _expectation_candidates(pl, q, shape, elementwise):
-      tried += 1
-      found = _expectation_witness(f, x, r, elementwise)
-      if found is not None:
-        method = "exact piecewise-linear analysis" if pl is not None else "certified search"
-        return Finding("refuted", method, _refuted_reason_e(pl, reason), found)
+  f.budget = SEARCH_BUDGET
+  try:
+    for r in _rates(rate):
+      q = Fraction(1) - Fraction(r)
+      for x in _expectation_candidates(pl, q, shape, elementwise):
+        tried += 1
+        found = _expectation_witness(f, x, r, elementwise)
+        if found is None and pl is not None:
+          found = _exact_counterexample(pl, x, r, expectation=True)
+        if found is not None:
+          method = "exact piecewise-linear analysis" if pl is not None else "certified search"
+          return Finding("refuted", method, _refuted_reason_e(pl, reason), found)
+  except _OutOfBudget:
+    pass
   return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate))
 
 
