@@ -308,3 +308,81 @@ def test_verdict_renders_and_serialises():
   data = json.loads(json.dumps(v.to_dict()))
   assert data["pathwise"]["status"] == "refuted"
   assert data["pathwise"]["counterexample"]["rate"] == 0.5
+
+
+# ----------------------------------------------------------------------------
+# Regressions from an adversarial review: each was once unsound or crashed.
+
+_I32, _F32 = jnp.int32, jnp.float32
+_IDX = jnp.array([0, 1, 2, 7], _I32).reshape(4, 1)
+
+
+def _gather_fill(fill):
+  dims = jax.lax.GatherDimensionNumbers((), (0,), (0,))
+  return lambda x: jax.lax.gather(x, _IDX, dims, (1,), mode="fill", fill_value=fill)
+
+
+def _select3(x):
+  z, o = jnp.zeros(4, _I32), jnp.ones(4, _I32)
+  return jax.lax.select_n(x > 0, z, jax.lax.select_n(x > 1, o, 2 * o))
+
+
+NOT_PROVED = {  # true over the reals: f(0) is undefined, or f does not commute
+  "x*inf": lambda x: x * jnp.inf,
+  "x/0": lambda x: x / 0.0,
+  "x*nan": lambda x: x * jnp.nan,
+  "x/w with a zero": lambda x: x / jnp.array([1.0, 2.0, 0.0, 4.0]),
+  "x + 0*log(x)": lambda x: x + 0.0 * jnp.log(x),
+  "celu(alpha=0)": lambda x: jax.nn.celu(x, alpha=0.0),
+  "integer floor division": lambda x: (
+    x + jax.lax.div(jnp.zeros_like(x, _I32) + 3, _I32(2)).astype(_F32) - 1.5 + 0.0 * jnp.tanh(x)
+  ),
+  "bitwise not": lambda x: x * (~_select3(x)).astype(_F32),
+  "gather filling 3": _gather_fill(3.0),
+  "gather filling NaN": _gather_fill(None),
+  "a permutation": lambda x: x[jnp.array([1, 0, 3, 2])],
+  "isnan(log x)": lambda x: jnp.where(jnp.isnan(jnp.log(x)), 1.0, x),
+}
+NOT_REFUTED = {  # these commute pathwise
+  "gather filling 0": _gather_fill(0.0),
+  "div of an integer that is always 1": lambda x: (
+    x * jax.lax.div((x > 1).astype(_I32) + 2, _I32(2)).astype(_F32)
+  ),
+  "relu with a bitwise not": lambda x: (
+    jnp.maximum(x + 1.0, 1.0) - 1.0 + (~jnp.zeros_like(x, _I32)).astype(_F32) + 1.0
+  ),
+  "dynamic_slice of everything": lambda x: jax.lax.dynamic_slice(x, (_I32(0),), (4,)),
+  "x * sign(x) as int": lambda x: x * jnp.sign(x).astype(_I32).astype(_F32),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_PROVED))
+def test_review_never_proved(name):
+  v = check(NOT_PROVED[name])
+  assert v.pathwise.status != "proved", v
+  if name == "integer floor division":  # f(0) = 3 // 2 - 1.5 = -0.5
+    assert v.zero_preserving is False and v.pathwise.status == "refuted"
+
+
+@pytest.mark.parametrize("name", sorted(NOT_REFUTED))
+def test_review_never_refuted(name):
+  v = check(NOT_REFUTED[name])
+  assert v.pathwise.status != "refuted" and v.zero_preserving is not False, v
+
+
+def test_review_no_internal_errors():
+  for f in (
+    lambda x: x.astype(_I32).astype(_F32),
+    lambda x: x * x[jnp.argmax(x)],
+    lambda x: jnp.take(x, jnp.array([1, 0, 3, 2])),
+    lambda x: (
+      x + (jax.lax.select_n(x > 1, *([jnp.zeros(4, _I32), jnp.ones(4, _I32)]))).astype(_F32)
+    ),
+    lambda x: jnp.where(x > 0, (x > 0).astype(_F32) ** -1, 0.0),
+    lambda x: jax.nn.relu(x * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 - 1),
+    _gather_fill(9.0),
+  ):
+    check(f)
+  check(jnp.tanh, rate=5e-324)
+  with pytest.raises(ValueError, match="non-empty tuple"):
+    check(jnp.tanh, shape=())

@@ -181,11 +181,12 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     isinstance(d, int | np.integer) and not isinstance(d, bool) and d > 0 for d in shape
   )
   size = math.prod(shape) if ok else 0
-  if not ok or size > MAX_SIZE:
+  if not ok or size > MAX_SIZE or len(shape) == 0:
     raise errors.value_error(
       _FN,
       "shape",
-      f"must be a tuple of positive ints with at most {MAX_SIZE} elements",
+      f"must be a non-empty tuple of positive ints with at most {MAX_SIZE} elements (a vector,"
+      " so that functions mixing elements are recognised; a scalar function runs on (1,))",
       errors.short(shape),
       "Pass the shape f expects, as small as it allows, e.g. shape=(4,).",
     )
@@ -305,36 +306,37 @@ def _certify(
         post=balls.midpoints(post),
         index=index,
         residual=balls.bounds(ball),
+        certificate=str(ball),
         method=balls.METHOD,
         elementwise=f.elementwise,
       )
   return None
 
 
-def _pathwise_witness(
-  f: _Function, x: np.ndarray, rate: float, mask: np.ndarray
-) -> Counterexample | None:
+Witness = tuple[Counterexample | None, np.ndarray | None]  # and the residual's balls
+
+
+def _pathwise_witness(f: _Function, x: np.ndarray, rate: float, mask: np.ndarray) -> Witness:
   q = _q(rate)
   fx = f(_ball_vector(x))
   pre = f(_dropout(_ball_vector(x), mask, q))
   if fx is None or pre is None:
-    return None
+    return None, None
   post = _dropout(fx, mask, q)
-  return _certify(pre - post, x, rate, mask, pre, post, f)
+  residual = balls.objects(pre - post, x.shape)
+  return _certify(residual, x, rate, mask, pre, post, f), residual
 
 
-def _expectation_witness(
-  f: _Function, x: np.ndarray, rate: float, elementwise: bool
-) -> Counterexample | None:
+def _expectation_witness(f: _Function, x: np.ndarray, rate: float, elementwise: bool) -> Witness:
   q = _q(rate)
   xb = _ball_vector(x)
   fx = f(xb)
   if fx is None:
-    return None
+    return None, None
   if elementwise:  # E f(D(x))_i = q f(x/q)_i + (1 - q) f(0)_i
-    kept, dropped = f(xb / q), f(_ball_vector(np.zeros(x.shape)))
+    kept, dropped = f(balls.objects(xb / q, x.shape)), f(_ball_vector(np.zeros(x.shape)))
     if kept is None or dropped is None:
-      return None
+      return None, None
     mean = q * kept + (1 - q) * dropped
   else:  # the exact mean over all 2**n masks
     mean = _ball_vector(np.zeros(x.shape))
@@ -342,23 +344,25 @@ def _expectation_witness(
       mask = np.array(bits).reshape(x.shape)
       value = f(_dropout(xb, mask, q))
       if value is None:
-        return None
+        return None, None
       kept = int(mask.sum())
       mean = mean + value * (q**kept) * ((1 - q) ** (x.size - kept))
-  return _certify(mean - fx, x, rate, None, mean, fx, f)
+  residual = balls.objects(mean - fx, x.shape)
+  return _certify(residual, x, rate, None, mean, fx, f), residual
 
 
 EXACT_METHOD = "exact rational evaluation of the piecewise-linear form"
 
 
 def _exact_counterexample(
-  pl: piecewise.PL, x: np.ndarray, rate: float, *, expectation: bool
+  pl: piecewise.PL, x: np.ndarray, rate: float, balls_residual: Any, *, expectation: bool
 ) -> Counterexample | None:
   """A witness certified by exact rational arithmetic on the piecewise-linear form.
 
-  Used where balls cannot decide a step: ``x / q`` is not a dyadic number when ``q``
-  is not a power of 2, so a comparison that is an exact tie (``where(1.25 x > 1.25 x,
-  ...)``) overlaps in ball arithmetic, while the rational form decides it.
+  Used only at positions where balls could not decide a step: ``x / q`` is not a
+  dyadic number when ``q`` is not a power of 2, so a comparison that is an exact tie
+  (``where(1.25 x > 1.25 x, ...)``) overlaps in ball arithmetic, while the rational
+  form decides it. Where the balls did decide, their answer stands.
   """
   t = Fraction(float(np.ravel(x)[0]))  # the piecewise candidates fill x with one value
   q = Fraction(1) - Fraction(rate)
@@ -368,8 +372,11 @@ def _exact_counterexample(
   else:
     pre, post = kept, at_t / q
   pre, post = np.broadcast_to(pre, x.shape), np.broadcast_to(post, x.shape)
+  undecided = np.ones(x.size, dtype=bool)
+  if balls_residual is not None:
+    undecided = np.array([not b.is_finite() for b in np.ravel(balls_residual)])
   for index, (a, b) in enumerate(zip(pre.ravel(), post.ravel(), strict=True)):
-    if a != b:
+    if a != b and undecided[index]:
       residual = float(a - b)
       return Counterexample(
         x=np.asarray(x, dtype=np.float64),
@@ -379,6 +386,7 @@ def _exact_counterexample(
         post=np.asarray(post, dtype=np.float64),
         index=index,
         residual=(math.nextafter(residual, -math.inf), math.nextafter(residual, math.inf)),
+        certificate=str(a - b),
         method=EXACT_METHOD,
         elementwise=True,
       )
@@ -424,7 +432,12 @@ def _float_candidates(ts: Sequence[Fraction], keep: Callable[[Fraction], bool]) 
   """Float inputs (float32 where possible) at which the exact residual is non-zero."""
   out = []
   for t in ts:
-    for candidate in (float(np.float32(float(t))), float(t)):
+    try:
+      with np.errstate(over="ignore"):  # beyond float32: inf, skipped below
+        candidates = (float(np.float32(float(t))), float(t))
+    except OverflowError:  # a breakpoint beyond float64's range
+      continue
+    for candidate in candidates:
       if math.isfinite(candidate) and keep(Fraction(candidate)):
         out.append(candidate)
         break
@@ -460,7 +473,7 @@ def _decide_pathwise(
   f.budget = SEARCH_BUDGET
   if f0 is not None and any(balls.certainly_nonzero(b) for b in f0.ravel()):
     for r in _rates(rate):
-      found = _pathwise_witness(f, np.ones(shape), r, np.zeros(shape, dtype=bool))
+      found, _ = _pathwise_witness(f, np.ones(shape), r, np.zeros(shape, dtype=bool))
       if found is not None:
         return Finding("refuted", "f(0) != 0 at a dropped unit", _F0_REASON, found)
   # A kept unit: f(x / q) must equal f(x) / q.
@@ -471,9 +484,9 @@ def _decide_pathwise(
       for x in _pathwise_candidates(pl, q, shape, elementwise):
         for mask in _search_masks(shape, elementwise):
           tried += 1
-          found = _pathwise_witness(f, x, r, mask)
+          found, residual = _pathwise_witness(f, x, r, mask)
           if found is None and pl is not None:
-            found = _exact_counterexample(pl, x, r, expectation=False)
+            found = _exact_counterexample(pl, x, r, residual, expectation=False)
           if found is not None:
             method = "exact piecewise-linear analysis" if pl is not None else "certified search"
             return Finding("refuted", method, _refuted_reason(pl, reason), found)
@@ -561,9 +574,9 @@ def _decide_expectation(
       q = Fraction(1) - Fraction(r)
       for x in _expectation_candidates(pl, q, shape, elementwise):
         tried += 1
-        found = _expectation_witness(f, x, r, elementwise)
+        found, residual = _expectation_witness(f, x, r, elementwise)
         if found is None and pl is not None:
-          found = _exact_counterexample(pl, x, r, expectation=True)
+          found = _exact_counterexample(pl, x, r, residual, expectation=True)
         if found is not None:
           method = "exact piecewise-linear analysis" if pl is not None else "certified search"
           return Finding("refuted", method, _refuted_reason_e(pl, reason), found)

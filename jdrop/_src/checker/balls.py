@@ -112,6 +112,8 @@ def _elementwise(fn: Callable[..., Any], nin: int) -> Callable[..., Any]:
   ufunc = np.frompyfunc(fn, nin, 1)
 
   def rule(eqn: core.JaxprEqn, *args: Any) -> np.ndarray:
+    if not any(is_ball_array(a) for a in args):  # integers: exact in JAX (3 // 2 is 1)
+      return _concrete(eqn, *args)
     out = ufunc(*[balls(a) for a in args])
     return objects(out, eqn.outvars[0].aval.shape)
 
@@ -377,6 +379,9 @@ def _comparison(primitive: Any) -> Callable[..., np.ndarray]:
   def rule(eqn: core.JaxprEqn, a: Any, b: Any) -> np.ndarray:
     shape = eqn.outvars[0].aval.shape
     if a is b:
+      # x == x for every real x; an undefined value (a NaN ball) decides nothing
+      if is_ball_array(a) and not all(v.is_finite() for v in a.ravel()):
+        raise NotCertified("a comparison of an undefined value with itself")
       return np.full(shape, REFLEXIVE[primitive.name])
     if is_ball_array(a) or is_ball_array(b):
       return np.asarray(on_balls(balls(a), balls(b)), dtype=bool).reshape(shape)
@@ -413,7 +418,7 @@ def _convert(eqn: core.JaxprEqn, x: Any) -> np.ndarray:
   trunc = np.frompyfunc(lambda a: _integer(a, "floor") if a >= 0 else -_integer(-a, "floor"), 1, 1)
   out = objects(trunc(x), x.shape)
   _require(all(b.is_finite() for b in out.ravel()), "a float-to-integer conversion of a wide ball")
-  return np.asarray([int(b.mid()) for b in out.ravel()], dtype=new).reshape(x.shape)
+  return np.asarray([int(b.unique_fmpz()) for b in out.ravel()], dtype=new).reshape(x.shape)
 
 
 RULES[prims.convert_element_type_p] = _convert
@@ -538,7 +543,8 @@ def _structural(eqn: core.JaxprEqn, *inputs: Any) -> Any:
     return _concrete(eqn, *inputs)
   operands = [balls(v) for v in inputs[:data]]
   shapes = [v.shape for v in operands] + [None] * (len(inputs) - data)
-  pool = np.concatenate([v.ravel() for v in operands]) if operands else np.empty(0, object)
+  pool = np.concatenate([v.ravel() for v in operands] + [[exact(jaxprs.fill_value(eqn))]])
+  # index -1 (a gather's out-of-bounds fill) reads the fill value at the pool's end
   outs = [pool[i] for i in jaxprs.structural_indices(eqn, shapes, list(inputs))]
   return outs if eqn.primitive.multiple_results else outs[0]
 

@@ -97,6 +97,8 @@ class _Unknown(Exception):
 
 def _homogeneous(deg: Fraction, offset: np.ndarray | None = None, elin: bool = False):
   """A rule's result before ``deps`` are attached (see :func:`_finish`)."""
+  if offset is not None:
+    _finite(offset, "a sum")
   if deg == 0 or _is_zero(offset):
     offset = None  # a degree-0 function absorbs any constant
   return {"deg": Fraction(deg), "offset": offset, "elin": elin and deg == 1}
@@ -171,7 +173,7 @@ def _add(eqn: core.JaxprEqn, a: Hom, b: Hom):
     h = parts[0]
     if h.deg is None:
       raise _Unknown(h.reason)
-    offset = _sum(_offset_or_zero(h), balls.balls(other.const))
+    offset = _sum(_offset_or_zero(h), _finite(other.const, "a sum"))
     return _homogeneous(h.deg, offset, h.elin)
   if a.deg is None or b.deg is None:
     raise _Unknown(a.reason or b.reason)
@@ -199,14 +201,20 @@ def _neg(eqn: core.JaxprEqn, a: Hom):
   return _homogeneous(a.deg, negated.offset, a.elin)
 
 
+def _finite(c: np.ndarray, what: str) -> np.ndarray:
+  """``c`` as balls, if every entry is a real number (inf and NaN are not)."""
+  c = balls.balls(c)
+  if not all(b.is_finite() for b in c.ravel()):
+    raise _Unknown(f"{what} with a constant that is not a finite real number (inf, NaN, 1/0)")
+  return c
+
+
 def _scale(h: Hom, c: np.ndarray, divide: bool = False):
   if h.deg is None:
     raise _Unknown(h.reason)
+  c = _finite(c, "a product")
   if divide:
-    try:
-      c = np.frompyfunc(balls._div, 2, 1)(balls.balls(1.0), balls.balls(c))
-    except balls.NotCertified as e:
-      raise _Unknown(f"a division by a constant that may be 0 ({e})") from None
+    c = _finite(np.frompyfunc(balls._div, 2, 1)(balls.balls(1.0), c), "a division")
   offset = None if h.offset is None else _product(h.offset, balls.balls(c))
   return _homogeneous(h.deg, offset, h.elin)
 
@@ -215,7 +223,7 @@ def _scale(h: Hom, c: np.ndarray, divide: bool = False):
 def _mul(eqn: core.JaxprEqn, a: Hom, b: Hom):
   if a.is_const or b.is_const:
     c, h = (a, b) if a.is_const else (b, a)
-    if _zero_const(c):
+    if _zero_const(c) and h.is_known:  # 0 * h = 0 where h is defined: everywhere
       return {"const": balls.balls(np.zeros(eqn.outvars[0].aval.shape))}
     return _scale(h, c.const)
   return _homogeneous(_plain(a, "a product") + _plain(b, "a product"))
@@ -254,7 +262,7 @@ def _sign(eqn: core.JaxprEqn, a: Hom):
 
 @_rule("lt", "le", "gt", "ge", "eq", "ne")
 def _compare(eqn: core.JaxprEqn, a: Hom, b: Hom):
-  if a is b:  # x < x is false and x == x true for every real x
+  if a is b and a.is_known:  # x < x is false and x == x true for every real x
     reflexive = balls.REFLEXIVE[eqn.primitive.name]
     return {"const": np.full(eqn.outvars[0].aval.shape, reflexive)}
   _same_degree([a, b], f"a comparison `{eqn.primitive.name}`")
@@ -350,6 +358,7 @@ def _dot_general(eqn: core.JaxprEqn, a: Hom, b: Hom):
     h = b if a.is_const else a
     if h.deg is None:
       raise _Unknown(h.reason)
+    _finite(a.const if a.is_const else b.const, "a matrix product")
     offset = None
     if h.offset is not None:
       pair = (a.const, h.offset) if a.is_const else (h.offset, b.const)
@@ -479,7 +488,8 @@ def _deps(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> list[np.ndarra
     return [out]
   data = jaxprs.DATA_OPERANDS.get(name, len(inputs))
   if name in jaxprs.STRUCTURAL and all(h.is_const for h in inputs[data:]):
-    pool = np.concatenate([h.deps.reshape(-1, n) for h in inputs[:data]])
+    # the last row (index -1) is a gather's out-of-bounds fill value: no dependence
+    pool = np.concatenate([h.deps.reshape(-1, n) for h in inputs[:data]] + [np.zeros((1, n), bool)])
     where = [h.shape for h in inputs[:data]] + [None] * (len(inputs) - data)
     rest = [None] * data + [h.const for h in inputs[data:]]
     return [pool[i] for i in jaxprs.structural_indices(eqn, where, rest)]

@@ -11,6 +11,7 @@ the domain what to do with a primitive that has no rule: never a silent pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -151,10 +152,26 @@ def structural_indices(eqn: core.JaxprEqn, shapes: Sequence[tuple[int, ...] | No
       size = int(np.prod(shape, dtype=np.int64))
       args.append(jnp.arange(start, start + size, dtype=jnp.int32).reshape(shape))
       start += size
-  outs = eqn.primitive.bind(*args, **eqn.params)
+  params = dict(eqn.params)
+  if _fills(eqn):
+    params["fill_value"] = -1  # an out-of-bounds gather reads index -1: the fill value
+  outs = eqn.primitive.bind(*args, **params)
   if not eqn.primitive.multiple_results:
     outs = [outs]
   return [np.asarray(o) for o in outs]
+
+
+def _fills(eqn: core.JaxprEqn) -> bool:
+  mode = eqn.params.get("mode")
+  return eqn.primitive.name == "gather" and "FILL" in str(getattr(mode, "name", mode)).upper()
+
+
+def fill_value(eqn: core.JaxprEqn) -> float:
+  """What a gather writes out of bounds (NaN for floats by default); 0 for others."""
+  if not _fills(eqn):
+    return 0.0
+  value = eqn.params.get("fill_value")
+  return math.nan if value is None else float(value)
 
 
 # Primitives that only move data: each output element is one operand element.

@@ -347,6 +347,8 @@ def _integer_pow(eqn: core.JaxprEqn, a: PL) -> PL:
     return a
   if not _constant_on_pieces(a):
     raise NotPiecewiseLinear(f"x**{y} of a non-constant piece")
+  if y < 0 and any(np.any(v == 0) for v in (*a.inters, *a.points)):
+    raise NotPiecewiseLinear(f"x**{y} of a piece that is 0")
   return _pointwise(lambda p: (p[0], p[1] ** y), a, real=True)
 
 
@@ -402,9 +404,17 @@ class PiecewiseDomain:
   """The interpreter's domain for the exact piecewise-linear engine."""
 
   def rule(self, eqn: core.JaxprEqn) -> Callable[..., PL]:
-    rule = RULES.get(eqn.primitive.name)
+    name = eqn.primitive.name
+    rule = RULES.get(name)
     if rule is None:
-      raise NotPiecewiseLinear(f"`{eqn.primitive.name}` is not piecewise linear")
+      raise NotPiecewiseLinear(f"`{name}` is not piecewise linear")
+    # Integers only enter as select_n's index or through a conversion to float:
+    # integer arithmetic (floor division, bitwise not) is not the reals'.
+    integers = [v for v in eqn.invars if np.issubdtype(v.aval.dtype, np.integer)]
+    if name == "select_n":
+      integers = [v for v in eqn.invars[1:] if np.issubdtype(v.aval.dtype, np.integer)]
+    if integers and name != "convert_element_type":
+      raise NotPiecewiseLinear(f"`{name}` of integers")
     return rule
 
   def literal(self, value: Any, aval: Any) -> PL:

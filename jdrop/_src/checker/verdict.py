@@ -70,6 +70,9 @@ class Counterexample:
       exactly and excludes 0.
     method: how the residual was certified.
     elementwise: ``f`` was shown elementwise, so ``x_at`` alone is the witness.
+    certificate: the residual as certified: an Arb ball (``"[0.27 +/- 3e-39]"``) or an
+      exact fraction. ``residual`` is this rounded outward to floats, which can reach 0
+      only when the residual underflows float64 (below 1e-308).
   """
 
   x: np.ndarray
@@ -81,6 +84,7 @@ class Counterexample:
   residual: tuple[float, float]
   method: str
   elementwise: bool = False
+  certificate: str = ""
 
   @property
   def x_at(self) -> float:
@@ -120,6 +124,7 @@ class Counterexample:
       "residual": [_json_float(self.residual[0]), _json_float(self.residual[1])],
       "method": self.method,
       "elementwise": self.elementwise,
+      "certificate": self.certificate,
     }
 
 
