@@ -5,6 +5,8 @@
   predicted the pathwise verdict, a certified counterexample, and whether the
   two orders agree bit for bit in float32 on this machine.
 * ``check NAME_OR_MODULE:ATTR``: one function's full verdict (text or JSON).
+* ``mc ACTIVATION --rate R --num-masks N``: a Monte-Carlo study of both orders
+  (:mod:`jdrop._src.cli_mc`), across processes with ``--coordinator``.
 
 Functions are named, never evaluated from strings: a registry name (``gelu``) or
 an import path (``mypkg.layers:my_activation``).
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jdrop._src import activations
+from jdrop._src import cli_mc
 from jdrop._src.checker import api
 from jdrop._src.checker.verdict import Verdict
 
@@ -221,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
   check.add_argument(
     "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
+  cli_mc.add_parser(sub)
   return parser
 
 
@@ -238,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         float_level=not args.no_float_level,
       )
       print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
+    elif args.command == "mc":
+      return cli_mc.run(args)
   except (ValueError, TypeError) as err:
     print(f"{_PROG}: error: {err}", file=sys.stderr)
     return 2
