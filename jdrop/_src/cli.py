@@ -5,6 +5,7 @@
   predicted the pathwise verdict, a certified counterexample, and whether the
   two orders agree bit for bit in float32 on this machine.
 * ``check NAME_OR_MODULE:ATTR``: one function's full verdict (text or JSON).
+* ``report --out DIR``: every study, and REPORT.md with the answer (the main job).
 * ``mc ACTIVATION --rate R --num-masks N``: a Monte-Carlo study of both orders
   (:mod:`jdrop._src.cli_mc`), across processes with ``--coordinator``.
 
@@ -225,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
   cli_mc.add_parser(sub)
+
+  report = sub.add_parser("report", help="run the studies and write REPORT.md with the answer")
+  report.add_argument("--out", required=True, help="output directory (created)")
+  report.add_argument("--force", action="store_true", help="replace a non-empty --out")
+  report.add_argument("--studies", nargs="+", metavar="NAME", help="run only these (default: all)")
+  report.add_argument("--full", action="store_true", help="full-size configurations (slow)")
+  report.add_argument("--data", help="an .npz file (x_train, y_train, x_test, y_test)")
   return parser
 
 
@@ -244,6 +252,19 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
     elif args.command == "mc":
       return cli_mc.run(args)
+    elif args.command == "report":
+      from jdrop._src import report
+
+      path = report.build(
+        args.out,
+        force=args.force,
+        studies=args.studies or report.STUDIES,
+        full=args.full,
+        data=args.data,
+        progress=report.Progress(),
+        argv=argv,
+      )
+      print(f"wrote {path}")
   except (ValueError, TypeError) as err:
     print(f"{_PROG}: error: {err}", file=sys.stderr)
     return 2
