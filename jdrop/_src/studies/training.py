@@ -1,0 +1,746 @@
+r"""Training study: what the order of dropout and activation does to a trained network.
+
+A Flax MLP is trained with Optax (Adam, minibatches) on scikit-learn's digits (shipped with
+scikit-learn, no download) or on a user's arrays (:func:`jdrop._src.studies.data.load_npz`).
+Each hidden block is one of
+
+* ``"none"``: Dense -> f,
+* ``"pre"``:  Dense -> dropout -> f   (``f(D(h))``),
+* ``"post"``: Dense -> f -> dropout   (``D(f(h))``),
+
+for the activations relu, leaky_relu, tanh, sigmoid, gelu, elu, softplus and selu with
+standard dropout, and selu with alpha dropout (``"selu_alpha"``), at several rates.
+
+**How it is computed.** One activation variant is one compiled program: the whole training
+loop (``lax.scan`` over steps) is ``vmap``-ed over the seeds and over the runs (order and
+rate), so every seed of every order and rate trains at once. Both the rate and the order are
+traced values, so they share the program: ``order`` is a boolean ``pre`` that selects where the
+mask is applied,
+
+.. math::
+   u = \begin{cases} D(h) & \text{pre} \\ h & \text{post} \end{cases}, \qquad
+   a = f(u), \qquad
+   \text{out} = \begin{cases} a & \text{pre} \\ D(a) & \text{post,} \end{cases}
+
+and ``"none"`` is ``pre`` at rate 0, where the mask keeps every unit and ``D`` is the identity
+bit for bit. On CPU compilation dominates a study of this size, so this gives 9 programs
+instead of 27.
+
+**Pairing.** Seed ``s`` fixes the initial parameters, the minibatch order and the dropout
+keys, identically for every order and rate, and each block draws one mask
+(:func:`jdrop.keep_mask`) that both orders apply (:func:`jdrop.apply_mask`). The pre-minus-post
+difference of seed ``s`` therefore isolates the order, and its mean over seeds gets a paired
+t-interval. relu commutes with dropout exactly in floating point (``relu(x/q) = relu(x)/q``,
+and the same holds for its gradient), so for relu the two orders must end with bit-identical
+parameters; the study checks it for every variant and rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.stats
+from jax import lax
+from jax.typing import ArrayLike
+
+from jdrop._src import activations
+from jdrop._src import dropout as _dropout
+from jdrop._src import errors
+from jdrop._src import masks
+from jdrop._src.studies import data as _data
+
+_FN = "jdrop.studies.training"
+
+# Variant name -> (activation in jdrop.activations, alpha dropout?).
+VARIANTS: dict[str, tuple[str, bool]] = {
+  "relu": ("relu", False),
+  "leaky_relu": ("leaky_relu", False),
+  "tanh": ("tanh", False),
+  "sigmoid": ("sigmoid", False),
+  "gelu": ("gelu", False),
+  "elu": ("elu", False),
+  "softplus": ("softplus", False),
+  "selu": ("selu", False),
+  "selu_alpha": ("selu", True),
+}
+ORDERS = ("none", "pre", "post")
+LEVEL = 0.95  # the confidence level of every interval the study reports
+LOSS_TAIL = 0.1  # the reported training loss is the mean over this final fraction of steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The training study's parameters.
+
+  Attributes:
+    variants: activation variants, names from :data:`VARIANTS`.
+    rates: drop rates of the pre and post runs, each in (0, 1).
+    seeds: how many seeds (at least 2, for an interval); seed ``i`` is ``first_seed + i``.
+    first_seed: the first seed.
+    hidden: widths of the hidden layers.
+    steps: Adam steps per model.
+    batch_size: examples per minibatch (epochs are shuffled per seed; the remainder of an
+      epoch that does not fill a batch is skipped).
+    learning_rate: Adam's learning rate.
+    data: an ``.npz`` file (see :func:`jdrop._src.studies.data.load_npz`), or None for
+      scikit-learn's digits.
+    split_seed: the seed of the digits' stratified train/test split.
+    test_fraction: the digits' held-out fraction.
+  """
+
+  variants: tuple[str, ...] = tuple(VARIANTS)
+  rates: tuple[float, ...] = (0.1, 0.3, 0.5)
+  seeds: int = 8
+  first_seed: int = 0
+  hidden: tuple[int, ...] = (64, 64)
+  steps: int = 300
+  batch_size: int = 64
+  learning_rate: float = 3e-3
+  data: str | None = None
+  split_seed: int = 0
+  test_fraction: float = 0.25
+
+
+DEFAULT = Config()
+FULL = Config(seeds=16, steps=1500)
+
+
+# ----------------------------------------------------------------------------
+# The model and one training run.
+
+
+def hidden_block(
+  key: jax.Array,
+  h: jax.Array,
+  f: Callable[[jax.Array], jax.Array],
+  *,
+  rate: ArrayLike,
+  pre: bool | ArrayLike,
+  alpha: bool = False,
+) -> jax.Array:
+  r"""``f(D(h))`` if ``pre`` else ``D(f(h))``, with one mask drawn from ``key`` for both.
+
+  ``pre`` may be traced (a vmapped batch of orders); ``f`` is evaluated once either way. With
+  ``alpha`` the dropout is :func:`jdrop.alpha_dropout`, which draws the same mask from the same
+  key in both places; otherwise :func:`jdrop.keep_mask` draws it once and
+  :func:`jdrop.apply_mask` applies it. At rate 0 every unit is kept and the result is ``f(h)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> h = jnp.linspace(-2.0, 2.0, 8)
+    >>> pre = hidden_block(jax.random.key(0), h, jax.nn.relu, rate=0.5, pre=True)
+    >>> post = hidden_block(jax.random.key(0), h, jax.nn.relu, rate=0.5, pre=False)
+    >>> bool((pre == post).all())
+    True
+  """
+  if alpha:
+    drop = functools.partial(_dropout.alpha_dropout, key, rate=rate)
+  else:
+    mask = masks.keep_mask(key, h.shape, rate=rate)
+    drop = lambda y: _dropout.apply_mask(y, mask, rate=rate)
+  a = f(jnp.where(pre, drop(h), h))
+  return jnp.where(pre, a, drop(a))
+
+
+class MLP(nn.Module):
+  """Hidden blocks (:func:`hidden_block`) of ``hidden`` widths, then a Dense readout.
+
+  Called without a key it evaluates (no dropout); with one, block ``i`` draws its mask from
+  ``fold_in(key, i)``.
+
+  Attributes:
+    hidden: the hidden layers' widths.
+    num_classes: the readout's width.
+    activation: a name from :mod:`jdrop.activations`.
+    alpha: use alpha dropout (for selu) instead of inverted dropout.
+  """
+
+  hidden: tuple[int, ...]
+  num_classes: int
+  activation: str
+  alpha: bool = False
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    rate: ArrayLike = 0.0,
+    pre: bool | ArrayLike = True,
+  ) -> jax.Array:
+    """Logits for the rows of ``x``; dropout (``rate``, order ``pre``) only if ``key`` is given."""
+    f = activations.get(self.activation)
+    for i, width in enumerate(self.hidden):
+      h = nn.Dense(width)(x)
+      if key is None:
+        x = f(h)
+      else:
+        x = hidden_block(jax.random.fold_in(key, i), h, f, rate=rate, pre=pre, alpha=self.alpha)
+    return nn.Dense(self.num_classes)(x)
+
+
+class Trained(NamedTuple):
+  """What one training run returns (with leading axes under ``vmap``)."""
+
+  params: Any
+  test_error: jax.Array  # the fraction of test examples misclassified by the final parameters
+  loss: jax.Array  # the mean minibatch loss (dropout on) over the last LOSS_TAIL of the steps
+
+
+def batch_indices(key: jax.Array, n: int, steps: int, batch_size: int) -> jax.Array:
+  """Minibatch indices ``(steps, batch_size)``: epochs of ``n // batch_size`` shuffled batches."""
+  per_epoch = n // batch_size
+  epochs = -(-steps // per_epoch)
+  keys = jax.random.split(key, epochs)
+  order = jax.vmap(lambda k: jax.random.permutation(k, n)[: per_epoch * batch_size])(keys)
+  return order.reshape(-1, batch_size)[:steps]
+
+
+def trainer(variant: str, config: Config, num_classes: int) -> Callable[..., Trained]:
+  """The pure function that trains one model of ``variant``: ``train(key, rate, pre, x_train,
+  y_train, x_test, y_test) -> Trained``.
+
+  The model and optimiser come from ``config`` (``hidden``, ``steps``, ``batch_size``,
+  ``learning_rate``). ``key`` (one seed) is split into the initialisation key, the
+  minibatch-order key and the dropout key; step ``t`` draws its masks from
+  ``fold_in(dropout_key, t)``. ``rate`` and ``pre`` may be traced. ``jax.vmap`` it over keys
+  for seeds and over ``(rate, pre)`` for runs; ``jax.jit`` it for one model.
+  """
+  activation, alpha = VARIANTS[variant]
+  model = MLP(hidden=config.hidden, num_classes=num_classes, activation=activation, alpha=alpha)
+  optimizer = optax.adam(config.learning_rate)
+  steps, batch_size = config.steps, config.batch_size
+  tail = max(1, round(LOSS_TAIL * steps))
+
+  def train(
+    key: jax.Array,
+    rate: ArrayLike,
+    pre: ArrayLike,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    x_test: jax.Array,
+    y_test: jax.Array,
+  ) -> Trained:
+    init_key, data_key, dropout_key = jax.random.split(key, 3)
+    params = model.init(init_key, x_train[:1])
+    batches = batch_indices(data_key, x_train.shape[0], steps, batch_size)
+
+    def loss_fn(params: Any, x: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
+      logits = model.apply(params, x, key=key, rate=rate, pre=pre)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def step(state: tuple[Any, Any], inputs: tuple[jax.Array, jax.Array]):
+      params, opt_state = state
+      t, idx = inputs
+      step_key = jax.random.fold_in(dropout_key, t)
+      loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx], step_key)
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      return (optax.apply_updates(params, updates), opt_state), loss
+
+    state = (params, optimizer.init(params))
+    (params, _), losses = lax.scan(step, state, (jnp.arange(steps), batches))
+    wrong = jnp.argmax(model.apply(params, x_test), axis=-1) != y_test
+    return Trained(params, wrong.mean(), losses[-tail:].mean())
+
+  return train
+
+
+def compiler_options() -> dict[str, Any]:
+  """XLA options for the study's programs: LLVM at -O1 on CPU.
+
+  On CPU nearly all of a default-size study's time is compilation, and most of that is
+  LLVM's -O2 pipeline: at -O1 a training program compiles 2 to 4 times faster and runs about
+  as fast (measured on a 2-core Xeon). Other backends keep their defaults.
+  """
+  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
+
+
+def study_program(variant: str, config: Config, num_classes: int) -> Callable[..., Trained]:
+  """``train`` vmapped over seeds (keys) and over runs (``rate``, ``pre``), jitted once.
+
+  Call it as ``program(keys, rates, pres, x_train, y_train, x_test, y_test)`` with ``keys`` of
+  shape ``(seeds,)`` and ``rates``, ``pres`` of shape ``(runs,)``; outputs have leading axes
+  ``(runs, seeds)``.
+  """
+  train = trainer(variant, config, num_classes)
+  data_axes = (None, None, None, None)
+  over_seeds = jax.vmap(train, in_axes=(0, None, None, *data_axes))
+  over_runs = jax.vmap(over_seeds, in_axes=(None, 0, 0, *data_axes))
+  return jax.jit(over_runs, compiler_options=compiler_options())
+
+
+# ----------------------------------------------------------------------------
+# Statistics.
+
+
+class Interval(NamedTuple):
+  """A mean and its two-sided t-interval at ``level``."""
+
+  mean: float
+  low: float
+  high: float
+  n: int
+
+  def as_dict(self) -> dict[str, float | int]:
+    return self._asdict()
+
+
+def t_interval(values: ArrayLike, *, level: float = LEVEL) -> Interval:
+  r"""The mean of ``values`` with its Student-t confidence interval.
+
+  .. math::
+     \bar v \pm t_{(1+\text{level})/2,\, n-1}\, \frac{s}{\sqrt n},
+
+  with :math:`s` the sample standard deviation (``ddof=1``), the quantile from
+  ``scipy.stats.t``. Assumes independent values, roughly normal or many: the seeds of a
+  study, or their paired differences.
+
+  Args:
+    values: a 1-D array of at least 2 finite numbers.
+    level: the confidence level, in (0, 1).
+
+  Returns:
+    ``Interval(mean, low, high, n)``.
+
+  Example:
+    >>> iv = t_interval([1.0, 2.0, 3.0])   # mean 2, s/sqrt(3) = 0.577, t(0.975, 2) = 4.303
+    >>> iv.mean, round(iv.low, 4), round(iv.high, 4), iv.n
+    (2.0, -0.4841, 4.4841, 3)
+  """
+  fn = f"{_FN}.t_interval"
+  if not 0.0 < level < 1.0:
+    raise errors.value_error(fn, "level", "must lie in (0, 1)", level, "Use e.g. level=0.95.")
+  v = np.asarray(values, dtype=np.float64)
+  if v.ndim != 1 or v.size < 2:
+    raise errors.value_error(
+      fn,
+      "values",
+      "must be a 1-D array of at least 2 numbers",
+      errors.Described(f"shape {v.shape}"),
+      "Pass one value per seed, from at least 2 seeds.",
+    )
+  if not np.isfinite(v).all():
+    raise errors.value_error(
+      fn, "values", "must be finite", errors.short(values), "Drop or fix the NaN or inf values."
+    )
+  n = int(v.size)
+  mean = float(v.mean())
+  half = float(scipy.stats.t.ppf((1.0 + level) / 2.0, n - 1) * v.std(ddof=1) / np.sqrt(n))
+  return Interval(mean, mean - half, mean + half, n)
+
+
+# ----------------------------------------------------------------------------
+# The study.
+
+
+def runs(config: Config) -> list[tuple[str, float]]:
+  """The ``(order, rate)`` of each run of one program: none at rate 0, then pre, then post."""
+  return [("none", 0.0)] + [(o, r) for o in ("pre", "post") for r in config.rates]
+
+
+def check_config(config: Config) -> Config:
+  """Returns ``config`` if every field is usable, else raises a ValueError or TypeError."""
+  fn = f"{_FN}.run"
+  if not isinstance(config, Config):
+    raise errors.type_error(
+      fn, "config", "must be a training Config", errors.short(config), "Pass e.g. DEFAULT."
+    )
+  unknown = [v for v in config.variants if v not in VARIANTS]
+  if unknown or not config.variants:
+    raise errors.value_error(
+      fn,
+      "config.variants",
+      f"must be a non-empty tuple of {', '.join(VARIANTS)}",
+      config.variants,
+      "Use names from jdrop._src.studies.training.VARIANTS.",
+    )
+  rates = config.rates
+  if not rates or len(set(rates)) < len(rates) or not all(0.0 < float(r) < 1.0 for r in rates):
+    raise errors.value_error(
+      fn,
+      "config.rates",
+      "must be a non-empty tuple of distinct drop rates in (0, 1)",
+      config.rates,
+      "Use e.g. rates=(0.1, 0.3, 0.5); the no-dropout run is always included.",
+    )
+  for name, low in (("seeds", 2), ("first_seed", 0), ("steps", 1), ("batch_size", 1)):
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise errors.value_error(
+        fn, f"config.{name}", f"must be an int >= {low}", value, f"Use e.g. {name}=8."
+      )
+  if not config.hidden or not all(isinstance(w, int) and w >= 1 for w in config.hidden):
+    raise errors.value_error(
+      fn,
+      "config.hidden",
+      "must be a non-empty tuple of positive widths",
+      config.hidden,
+      "Use e.g. hidden=(64, 64).",
+    )
+  if not config.learning_rate > 0:
+    raise errors.value_error(
+      fn, "config.learning_rate", "must be positive", config.learning_rate, "Use e.g. 3e-3."
+    )
+  return config
+
+
+def with_data(config: Config, path: str | os.PathLike[str]) -> Config:
+  """``config`` training on the ``.npz`` file ``path``, which is read and checked now.
+
+  Raises the ValueError of :func:`jdrop._src.studies.data.load_npz` for a file that cannot be
+  read or holds a mis-shaped array, before anything is trained.
+  """
+  _data.load_npz(path)
+  return dataclasses.replace(config, data=os.fspath(path))
+
+
+def load(config: Config) -> _data.Dataset:
+  """The config's dataset: the ``.npz`` file ``config.data``, or scikit-learn's digits."""
+  if config.data is not None:
+    return _data.load_npz(config.data)
+  return _data.load_digits(seed=config.split_seed, test_fraction=config.test_fraction)
+
+
+def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] | None = None):
+  """Trains every variant, order, rate and seed of ``config`` and summarises the test errors.
+
+  Returns a JSON-serialisable dict: ``config``, ``data`` (sizes), ``seeds``, ``runs`` (test
+  error and final training loss per seed of every variant, order and rate), ``summary`` (per
+  variant and rate: the mean test error of none, pre and post with 95% t-intervals, and the
+  paired pre-minus-post difference with its interval), ``identity`` (per variant and rate: the
+  largest absolute difference between the final parameters of pre and post, and whether they
+  are bit-identical), ``timing`` and ``meta`` (versions, machine, date).
+
+  Args:
+    config: the study's parameters.
+    progress: called as ``progress(done, total, variant)`` after each variant.
+  """
+  start = time.perf_counter()
+  config = check_config(config)
+  data = load(config)
+  if config.batch_size > len(data.x_train):
+    raise errors.value_error(
+      f"{_FN}.run",
+      "config.batch_size",
+      f"must be at most the number of training examples ({len(data.x_train)})",
+      config.batch_size,
+      "Use a smaller batch_size.",
+    )
+  seeds = [config.first_seed + i for i in range(config.seeds)]
+  keys = jnp.stack([jax.random.key(s) for s in seeds])
+  plan = runs(config)
+  rates = jnp.asarray([r for _, r in plan], jnp.float32)
+  pres = jnp.asarray([o != "post" for o, _ in plan])
+  arrays = [jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test)]
+  records, identity, compile_s, run_s = [], [], {}, {}
+
+  for done, variant in enumerate(config.variants, 1):
+    t0 = time.perf_counter()
+    program = study_program(variant, config, data.num_classes)
+    compiled = program.lower(keys, rates, pres, *arrays).compile()
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(compiled(keys, rates, pres, *arrays))
+    compile_s[variant], run_s[variant] = t1 - t0, time.perf_counter() - t1
+    errors_, losses = np.asarray(out.test_error), np.asarray(out.loss)
+    for i, (order, rate) in enumerate(plan):
+      records.append(
+        {
+          "variant": variant,
+          "order": order,
+          "rate": rate,
+          "test_error": [float(e) for e in errors_[i]],
+          "loss": [float(v) for v in losses[i]],
+        }
+      )
+    identity.extend(_identity(variant, out.params, plan))
+    if progress is not None:
+      progress(done, len(config.variants), variant)
+  return {
+    "study": "training",
+    "config": dataclasses.asdict(config),
+    "data": data.describe(),
+    "seeds": seeds,
+    "runs": records,
+    "summary": summarize(records),
+    "identity": identity,
+    "timing": {
+      "wall_s": time.perf_counter() - start,
+      "compile_s": compile_s,
+      "run_s": run_s,
+      "programs": len(config.variants),
+      "models": len(config.variants) * len(plan) * len(seeds),
+    },
+    "meta": metadata(),
+  }
+
+
+def _identity(variant: str, params: Any, plan: Sequence[tuple[str, float]]) -> list[dict]:
+  """Per rate: max |pre - post| over every parameter of every seed, and bit-identity."""
+  leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+  rows = []
+  for i, (order, rate) in enumerate(plan):
+    if order != "pre":
+      continue
+    j = plan.index(("post", rate))
+    rows.append(
+      {
+        "variant": variant,
+        "rate": rate,
+        "max_abs_diff": max(float(np.abs(leaf[i] - leaf[j]).max()) for leaf in leaves),
+        "bit_identical": all(np.array_equal(leaf[i], leaf[j]) for leaf in leaves),
+      }
+    )
+  return rows
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Per variant and rate: intervals of the test error of none, pre and post, and of pre - post.
+
+  ``records`` are the ``runs`` of :func:`run`; seeds are paired by position.
+  """
+  by_key = {(r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"]) for r in records}
+  rows = []
+  for (variant, order, rate), pre in by_key.items():
+    if order != "pre":
+      continue
+    none, post = by_key[(variant, "none", 0.0)], by_key[(variant, "post", rate)]
+    rows.append(
+      {
+        "variant": variant,
+        "rate": rate,
+        "none": t_interval(none).as_dict(),
+        "pre": t_interval(pre).as_dict(),
+        "post": t_interval(post).as_dict(),
+        "pre_minus_post": t_interval(pre - post).as_dict(),
+      }
+    )
+  return rows
+
+
+def metadata() -> dict[str, Any]:
+  """Versions, machine and date, for a results file."""
+  import flax
+  import jaxlib
+  import scipy
+
+  import jdrop
+
+  versions = {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "flax": flax.__version__,
+    "optax": optax.__version__,
+    "numpy": np.__version__,
+    "scipy": scipy.__version__,
+    "jdrop": jdrop.__version__,
+  }
+  try:
+    import sklearn
+
+    versions["scikit-learn"] = sklearn.__version__
+  except ImportError:
+    pass
+  device = jax.devices()[0]
+  return {
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "versions": versions,
+    "backend": device.platform,
+    "device": device.device_kind,
+    "processor": processor(),
+    "cpu_count": os.cpu_count(),
+    "uname": " ".join(platform.uname()),
+    "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg())
+    if hasattr(os, "getloadavg")
+    else "n/a",
+    "compiler_options": compiler_options(),
+  }
+
+
+def processor() -> str:
+  """The CPU's model name (``/proc/cpuinfo`` where ``platform`` has none)."""
+  name = platform.processor()
+  if not name and os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      models = [line for line in f if line.startswith("model name")]
+    name = models[0].split(":", 1)[1].strip() if models else ""
+  return name or "unknown processor"
+
+
+# ----------------------------------------------------------------------------
+# Figures and the report's section.
+
+
+def _label(variant: str) -> str:
+  return "selu (alpha)" if variant == "selu_alpha" else variant
+
+
+def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[str]:
+  """Writes the test-error and pre-minus-post figures into ``out_dir``; returns their names."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  summary = results["summary"]
+  variants = list(dict.fromkeys(row["variant"] for row in summary))
+  rates = list(dict.fromkeys(row["rate"] for row in summary))
+  cell = {(row["variant"], row["rate"]): row for row in summary}
+  x = np.arange(len(variants))
+  names = []
+
+  fig, axes = plt.subplots(1, len(rates), figsize=(4.2 * len(rates), 3.8), sharey=True)
+  axes = np.atleast_1d(axes)
+  for ax, rate in zip(axes, rates, strict=True):
+    for k, (order, color) in enumerate(zip(ORDERS, ("0.5", "C0", "C3"), strict=True)):
+      iv = [cell[(v, rate)][order] for v in variants]
+      mean = np.array([i["mean"] for i in iv]) * 100
+      err = np.array([[i["mean"] - i["low"], i["high"] - i["mean"]] for i in iv]).T * 100
+      ax.errorbar(
+        x + (k - 1) * 0.22, mean, yerr=err, fmt="o", ms=4, capsize=2, color=color, label=order
+      )
+    ax.set_title(f"rate {rate:g}")
+    ax.set_xticks(x, [_label(v) for v in variants], rotation=60, ha="right")
+    ax.grid(axis="y", alpha=0.3)
+  axes[0].set_ylabel(f"test error (%), mean and {LEVEL:.0%} CI")
+  axes[0].legend(title="dropout")
+  fig.suptitle(
+    f"MLP on {results['data']['name']}: test error by order ({results['data']['test']} "
+    f"test examples, {len(results['seeds'])} seeds)"
+  )
+  fig.tight_layout()
+  names.append("training-error.png")
+  fig.savefig(os.path.join(out_dir, names[-1]), dpi=120)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(7.5, 3.8))
+  width = 0.8 / len(rates)
+  for k, rate in enumerate(rates):
+    iv = [cell[(v, rate)]["pre_minus_post"] for v in variants]
+    mean = np.array([i["mean"] for i in iv]) * 100
+    err = np.array([[i["mean"] - i["low"], i["high"] - i["mean"]] for i in iv]).T * 100
+    offset = (k - (len(rates) - 1) / 2) * width
+    ax.errorbar(x + offset, mean, yerr=err, fmt="o", ms=4, capsize=2, label=f"rate {rate:g}")
+  ax.axhline(0.0, color="k", lw=0.8)
+  ax.set_xticks(x, [_label(v) for v in variants], rotation=60, ha="right")
+  ax.set_ylabel(f"pre - post test error (points), {LEVEL:.0%} CI")
+  ax.set_title("Paired difference: pre-activation minus post-activation dropout")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  names.append("training-difference.png")
+  fig.savefig(os.path.join(out_dir, names[-1]), dpi=120)
+  plt.close(fig)
+  return names
+
+
+def _pct(interval: dict[str, float], *, signed: bool = False) -> str:
+  sign = "+" if signed else ""
+  return (
+    f"{interval['mean'] * 100:{sign}.2f} [{interval['low'] * 100:{sign}.2f},"
+    f" {interval['high'] * 100:{sign}.2f}]"
+  )
+
+
+def section(results: dict[str, Any], figures: Sequence[str]) -> str:
+  """The study's Markdown section: setup, the table, relu's bit-identity, the figures."""
+  config, data, timing = results["config"], results["data"], results["timing"]
+  seeds = results["seeds"]
+  lines = [
+    "## 2. Training: dropout before or after the activation in a trained MLP",
+    "",
+    f"An MLP ({data['features']} -> {' -> '.join(str(w) for w in config['hidden'])} ->"
+    f" {data['classes']}) trained with Adam (learning rate {config['learning_rate']:g},"
+    f" {config['steps']} steps of {config['batch_size']} examples) on {data['name']}"
+    f" ({data['train']} training and {data['test']} test examples), {len(seeds)} seeds"
+    f" ({seeds[0]}..{seeds[-1]}) per configuration. A seed fixes the initial parameters, the"
+    " minibatch order and the dropout masks, the same for every order, so pre and post are"
+    f" paired. Test error in %, mean over seeds with its {LEVEL:.0%} t-interval; the last"
+    " column is the mean of the per-seed differences pre - post (percentage points) with its"
+    f" paired interval. All {timing['models']} models trained in {timing['programs']} compiled"
+    f" programs (one per variant, seeds, orders and rates vmapped) in {timing['wall_s']:.0f} s.",
+    "",
+    "| activation | rate | none | pre | post | pre − post [95% CI] |",
+    "|---|---|---|---|---|---|",
+  ]
+  for row in results["summary"]:
+    lines.append(
+      f"| {_label(row['variant'])} | {row['rate']:g} | {_pct(row['none'])} | {_pct(row['pre'])}"
+      f" | {_pct(row['post'])} | {_pct(row['pre_minus_post'], signed=True)} |"
+    )
+  lines += ["", _identity_sentence(results["identity"]), ""]
+  separated = [
+    row
+    for row in results["summary"]
+    if row["pre_minus_post"]["low"] > 0 or row["pre_minus_post"]["high"] < 0
+  ]
+  if separated:
+    cells = ", ".join(
+      f"{_label(r['variant'])} at {r['rate']:g} ({r['pre_minus_post']['mean'] * 100:+.2f})"
+      for r in separated
+    )
+    chance = (1 - LEVEL) * len(results["summary"])
+    lines += [
+      f"Intervals of pre − post that exclude 0: {cells} (of {len(results['summary'])}"
+      f" intervals, about {chance:.1f} would by chance if the order never mattered).",
+      "",
+    ]
+  else:
+    lines += ["No interval of pre − post excludes 0.", ""]
+  lines += [f"![{name}]({name})" for name in figures]
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def _identity_sentence(identity: Sequence[dict[str, Any]]) -> str:
+  parts = []
+  relu = [row for row in identity if row["variant"] == "relu"]
+  if relu and all(row["bit_identical"] for row in relu):
+    parts.append(
+      "relu: the final parameters of pre and post are bit-identical at every rate and seed"
+      " (max |pre − post| = 0), as the algebra predicts (relu(x/q) = relu(x)/q exactly, for the"
+      " values and their gradients)"
+    )
+  elif relu:
+    parts.append(
+      "relu: the final parameters of pre and post DIFFER, against the algebra; see `identity`"
+      " in the results"
+    )
+  others = [row for row in identity if row["variant"] != "relu"]
+  same = [row for row in others if row["bit_identical"]]
+  if same:
+    text = "also bit-identical: " + ", ".join(
+      f"{_label(row['variant'])} at rate {row['rate']:g}" for row in same
+    )
+    if all(math.frexp(1.0 - row["rate"])[0] == 0.5 for row in same):
+      text += (
+        " (the keep probability is a power of two, so dividing by it is exact and"
+        " f(x/q) = f(x)/q holds in floating point too)"
+      )
+    parts.append(text)
+  worst: dict[str, float] = {}
+  for row in others:
+    if not row["bit_identical"]:
+      worst[row["variant"]] = max(worst.get(row["variant"], 0.0), row["max_abs_diff"])
+  if worst:
+    parts.append(
+      "otherwise the two orders end with different parameters (largest |pre − post|: "
+      + ", ".join(f"{_label(v)} {d:.2g}" for v, d in worst.items())
+      + ")"
+    )
+  return "Bit-identity. " + "; ".join(parts) + "."
