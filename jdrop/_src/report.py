@@ -228,29 +228,65 @@ def _status(row: dict | None, mode: str) -> str:
 
 
 def answer(results: dict) -> str:
-  """The opening paragraph."""
-  parts = [
-    "**Short answer.** Put dropout *after* the activation (dense -> activation -> dropout):"
-    " that is where Srivastava et al. (2014) put it, and it is the placement whose output is"
-    " unbiased for the next layer, E[D(f(h))] = f(h), whatever the activation."
-  ]
+  """The opening paragraph: every finding in it is computed from this run's results."""
+  parts = ["**Short answer.**"]
   commutation = results.get("commutation")
+  training = results.get("training")
+  zero_keeping: dict[str, bool] = {}
   if commutation:
     rows = [r for r in commutation["rows"] if r["verdict"] is not None]
-    zero = [r["activation"] for r in rows if r["verdict"]["zero_preserving"]]
+    zero_keeping = {r["activation"]: bool(r["verdict"]["zero_preserving"]) for r in rows}
+    zero = [a for a, z in zero_keeping.items() if z]
     same = [r["activation"] for r in rows if r["verdict"]["pathwise"]["status"] == "proved"]
     differ = [a for a in zero if a not in same]
     parts.append(
-      f" The order does not matter at all only for positively homogeneous activations,"
-      f" f(x) = a max(x, 0) + b min(x, 0): of the {len(rows)} activations checked, the"
-      f" checker proves the two orders identical for every mask and rate for {len(same)}"
-      f" ({', '.join(same)}). f(0) = 0 is necessary but not enough: {len(differ)} of the"
-      f" {len(zero)} activations with f(0) = 0 still give different outputs (e.g."
-      f" {', '.join(differ[:4])}), each with a certified counterexample."
+      f" The order does not matter exactly for the positively homogeneous activations,"
+      f" f(x) = a max(x, 0) + b min(x, 0): of the {len(rows)} activations checked, the checker"
+      f" proves both orders identical for every mask and every rate for {len(same)}"
+      f" ({', '.join(same)})"
     )
-  training = results.get("training")
+    identical = _relu_identical(training)
+    if identical:
+      parts.append(", and relu trains to bit-identical parameters in both orders")
+    parts.append(
+      f". For every other activation the two orders are different networks, and f(0) = 0 is"
+      f" not the reason they agree: {len(differ)} of the {len(zero)} activations with"
+      f" f(0) = 0 still differ (each with a certified counterexample, e.g."
+      f" {', '.join(differ[:3])})."
+    )
   if training:
-    parts.append(" " + _training_answer(training))
+    paired = _paired(training)
+    pre_better = sorted({r["variant"] for r in paired if r["pre_minus_post"]["high"] < 0})
+    post_better = sorted({r["variant"] for r in paired if r["pre_minus_post"]["low"] > 0})
+    count = sum(r["pre_minus_post"]["high"] < 0 or r["pre_minus_post"]["low"] > 0 for r in paired)
+    parts.append(
+      f" Which order trains better is then an empirical, activation-specific question: on"
+      f" {training.get('data', {}).get('name', 'the data')} ({len(training.get('seeds', []))}"
+      f" seeds), the pre-minus-post difference in test error excludes 0 at 95% for {count} of"
+      f" {len(paired)} (activation, rate) pairs, with pre-activation dropout better for"
+      f" {', '.join(pre_better) or 'none'} and post-activation dropout better for"
+      f" {', '.join(post_better) or 'none'}; elsewhere no difference was detected."
+    )
+    shifted = [a for a in pre_better if zero_keeping.get(a) is False]
+    default = (
+      " As a default, put dropout after the activation (dense -> activation -> dropout):"
+      " it is Srivastava et al.'s placement and the one whose output is unbiased for the next"
+      " layer, E[D(f(h))] = f(h), for any activation"
+    )
+    if shifted:
+      default += (
+        f"; but for activations with f(0) != 0 ({', '.join(shifted)} here), where a dropped"
+        " post-activation unit sends 0 instead of f(0), pre-activation dropout trained"
+        " better, so there the order is worth tuning."
+      )
+    else:
+      default += "."
+    parts.append(default)
+  else:
+    parts.append(
+      " As a default, put dropout after the activation: Srivastava et al.'s placement, unbiased"
+      " for the next layer (E[D(f(h))] = f(h))."
+    )
   return "".join(parts)
 
 
@@ -378,7 +414,9 @@ def claims(results: dict) -> str:
     "Then a dropped unit sends 0.5, not 'nothing', to the next layer"
     + _sigmoid_headline(results.get("training")),
     "Pre-activation dropout makes every dropped sigmoid unit output 0.5, and kept units"
-    " sigmoid(x/q), a sharper curve: the next layer's input is biased (E f(D(x)) != f(x))."
+    " sigmoid(x/q), a sharper curve: each unit's expected output differs from eval mode"
+    " (E f(D(x)) != f(x)), although for inputs symmetric about 0 the shifts cancel on"
+    " average."
     f" Checker: pathwise {_status(sig, 'pathwise')}, expectation {_status(sig, 'expectation')}"
     + _gap_text(sig)
     + "."
@@ -392,10 +430,16 @@ def _gap_text(row: dict | None) -> str:
     return ""
   rate = max(row["gaps"], key=float)
   gap = row["gaps"][rate]
+
+  def moved(order: str) -> str:
+    g = gap[order]
+    noise = abs(g["mean_shift"]) <= 3 * g["mean_shift_stderr"]
+    return f"{g['mean_shift']:.3g}" + (" (within noise of 0)" if noise else "")
+
   return (
-    f"; for x ~ N(0, 1) at rate {rate} the train-mode mean moves by"
-    f" {gap['pre']['mean_shift']:.3g} with pre-activation dropout and by"
-    f" {gap['post']['mean_shift']:.2g} (within noise of 0) with post-activation dropout"
+    f"; for x ~ N(0, 1) at rate {rate} the train-mode mean moves by {moved('pre')} with"
+    f" pre-activation dropout and by {moved('post')} with post-activation dropout (exact:"
+    f" {gap['exact']['pre']['mean_shift']:.3g} and {gap['exact']['post']['mean_shift']:.2g})"
   )
 
 
