@@ -826,7 +826,9 @@ def variance_shift(moments: Exact | Comparison, *, weights: ArrayLike | None = N
        + \mathbb{E}_b\bigl[\mathrm{Var}_m y_b\bigr], \qquad
      \mathrm{Var}_\text{eval} = \mathrm{Var}_b\bigl[f(h_b)\bigr]
 
-  (population moments over the samples ``b``). This is the variance shift that a
+  (population moments over the samples ``b``; for a :class:`Comparison` the within-sample
+  variances are scaled by ``1 - 1/num_masks``, which removes the mask noise of the estimated
+  means from ``Var_b``, so ``Var_train`` is unbiased). This is the variance shift that a
   normalisation layer placed right after dropout suffers (its statistics are collected in
   training and applied in eval mode; Li et al., CVPR 2019): ``1 / q`` for zero-mean
   pre-activations and a linear ``f``. With ``weights`` (``units x outputs``), dropout feeds a
@@ -885,8 +887,13 @@ def variance_shift(moments: Exact | Comparison, *, weights: ArrayLike | None = N
     values = jnp.asarray(values, acc)
     return (values if w is None else values @ w**power).T
 
+  # A Monte-Carlo mean carries mask noise: E_b[Var_b(mean)] exceeds the spread of the exact
+  # means by E_b[var] / num_masks. Shrinking the within-sample variances by 1 - 1/num_masks
+  # makes Var_train unbiased (the exact references need no correction).
+  shrink = 1.0 - 1.0 / moments.num_masks if isinstance(moments, Comparison) else 1.0
+
   def linear(m: Moments) -> Moments:
-    return Moments(per_unit(m.mean), per_unit(m.var, power=2), m.stderr)
+    return Moments(per_unit(m.mean), shrink * per_unit(m.var, power=2), m.stderr)
 
   uniform = jnp.full((samples,), 1 / samples, acc)
   return _shifts(

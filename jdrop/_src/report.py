@@ -130,6 +130,7 @@ def build(
     configs[name] = config
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
   try:
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename into place
     (tmp / "results").mkdir()
     sections, results, timings = {}, {}, {}
     for i, (name, module) in enumerate(modules.items()):

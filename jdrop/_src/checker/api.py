@@ -481,7 +481,7 @@ def _decide_pathwise(
   try:
     for r in _rates(rate):
       q = Fraction(1) - Fraction(r)
-      for x in _pathwise_candidates(pl, q, shape, elementwise):
+      for x in _candidates(pl, q, shape, elementwise, expectation=False):
         for mask in _search_masks(shape, elementwise):
           tried += 1
           found, residual = _pathwise_witness(f, x, r, mask)
@@ -523,14 +523,20 @@ def _why_not_proved(hom: homogeneity.Hom, elementwise: bool, mode: str) -> str:
   return "f is positively homogeneous of degree 1 but not a linear map of elementwise terms"
 
 
-def _pathwise_candidates(
-  pl: piecewise.PL | None, q: Fraction, shape: tuple[int, ...], elementwise: bool
+def _candidates(
+  pl: piecewise.PL | None,
+  q: Fraction,
+  shape: tuple[int, ...],
+  elementwise: bool,
+  *,
+  expectation: bool,
 ) -> list[np.ndarray]:
+  """Inputs to try: where the exact residual is non-zero (piecewise linear f), else a search."""
   if pl is None:
     return _search_inputs(shape, elementwise)
 
   def nonzero(t: Fraction) -> bool:
-    return bool(np.any(piecewise.residual(pl, t, q, expectation=False) != 0))
+    return bool(np.any(piecewise.residual(pl, t, q, expectation=expectation) != 0))
 
   ts = _float_candidates(piecewise.witnesses(pl, q), nonzero)[:4]
   return [np.full(shape, t) for t in ts]
@@ -572,7 +578,7 @@ def _decide_expectation(
   try:
     for r in _rates(rate):
       q = Fraction(1) - Fraction(r)
-      for x in _expectation_candidates(pl, q, shape, elementwise):
+      for x in _candidates(pl, q, shape, elementwise, expectation=True):
         tried += 1
         found, residual = _expectation_witness(f, x, r, elementwise)
         if found is None and pl is not None:
@@ -589,19 +595,6 @@ def _refuted_reason_e(pl: piecewise.PL | None, reason: str) -> str:
   if pl is not None:
     return "f - f(0) is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
   return f"the expectations differ at the counterexample ({reason})"
-
-
-def _expectation_candidates(
-  pl: piecewise.PL | None, q: Fraction, shape: tuple[int, ...], elementwise: bool
-) -> list[np.ndarray]:
-  if pl is None:
-    return _search_inputs(shape, elementwise)
-
-  def nonzero(t: Fraction) -> bool:
-    return bool(np.any(piecewise.residual(pl, t, q, expectation=True) != 0))
-
-  ts = _float_candidates(piecewise.witnesses(pl, q), nonzero)[:4]
-  return [np.full(shape, t) for t in ts]
 
 
 def _zero_preserving(
