@@ -257,18 +257,18 @@ def answer(results: dict) -> str:
     )
   if training:
     paired = _paired(training)
-    pre_better = sorted({r["variant"] for r in paired if r["pre_minus_post"]["high"] < 0})
-    post_better = sorted({r["variant"] for r in paired if r["pre_minus_post"]["low"] > 0})
-    count = sum(r["pre_minus_post"]["high"] < 0 or r["pre_minus_post"]["low"] > 0 for r in paired)
+    pre_better = _significant(paired, lambda p: p["high"] < 0)
+    post_better = _significant(paired, lambda p: p["low"] > 0)
+    count = sum(len(rates) for rates in (*pre_better.values(), *post_better.values()))
     parts.append(
       f" Which order trains better is then an empirical, activation-specific question: on"
       f" {training.get('data', {}).get('name', 'the data')} ({len(training.get('seeds', []))}"
       f" seeds), the pre-minus-post difference in test error excludes 0 at 95% for {count} of"
-      f" {len(paired)} (activation, rate) pairs, with pre-activation dropout better for"
-      f" {', '.join(pre_better) or 'none'} and post-activation dropout better for"
-      f" {', '.join(post_better) or 'none'}; elsewhere no difference was detected."
+      f" {len(paired)} (activation, rate) pairs: pre-activation dropout is better for"
+      f" {_listing(pre_better)} and post-activation dropout for {_listing(post_better)};"
+      " elsewhere no difference was detected."
     )
-    shifted = [a for a in pre_better if zero_keeping.get(a) is False]
+    shifted = [a for a in pre_better if zero_keeping.get(a) is False and a not in post_better]
     default = (
       " As a default, put dropout after the activation (dense -> activation -> dropout):"
       " it is Srivastava et al.'s placement and the one whose output is unbiased for the next"
@@ -289,6 +289,21 @@ def answer(results: dict) -> str:
       " for the next layer (E[D(f(h))] = f(h))."
     )
   return "".join(parts)
+
+
+def _significant(paired: list[dict], test: Callable[[dict], bool]) -> dict[str, list[float]]:
+  """Activation -> the rates at which the pre-minus-post interval passes ``test``."""
+  out: dict[str, list[float]] = {}
+  for r in paired:
+    if test(r["pre_minus_post"]):
+      out.setdefault(r["variant"], []).append(r["rate"])
+  return out
+
+
+def _listing(found: dict[str, list[float]]) -> str:
+  if not found:
+    return "none"
+  return ", ".join(f"{a} (rate {', '.join(map(str, rates))})" for a, rates in found.items())
 
 
 def _paired(training: dict) -> list[dict]:
