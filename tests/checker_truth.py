@@ -443,8 +443,9 @@ def certified(fn: Callable[[], Any]) -> tuple[Any, bool | None]:
         value = fn()
       except (ArithmeticError, ValueError):
         continue
-      if value > 0 or value < 0:
-        return value, bool(value > 0)
+      # compare the endpoints: mpmath >= 1.4 raises on an undecided interval comparison
+      if value.a > 0 or value.b < 0:
+        return value, bool(value.a > 0)
   return value, None
 
 
