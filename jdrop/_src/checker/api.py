@@ -477,19 +477,38 @@ def _decide_pathwise(
       if found is not None:
         return Finding("refuted", "f(0) != 0 at a dropped unit", _F0_REASON, found)
   # A kept unit: f(x / q) must equal f(x) / q.
+  masks = _search_masks(shape, elementwise)
+
+  def witness(x: np.ndarray, r: float):
+    for mask in masks:
+      yield _pathwise_witness(f, x, r, mask)
+
+  return _search(witness, pl, rate, shape, elementwise, reason, expectation=False)
+
+
+def _search(
+  witness: Callable[[np.ndarray, float], Any],
+  pl: piecewise.PL | None,
+  rate: float | None,
+  shape: tuple[int, ...],
+  elementwise: bool,
+  reason: str,
+  *,
+  expectation: bool,
+) -> Finding:
+  """Tries candidates at each rate until one is certified: "refuted", else "unknown"."""
   tried = 0
   try:
     for r in _rates(rate):
       q = Fraction(1) - Fraction(r)
-      for x in _candidates(pl, q, shape, elementwise, expectation=False):
-        for mask in _search_masks(shape, elementwise):
+      for x in _candidates(pl, q, shape, elementwise, expectation=expectation):
+        for found, residual in witness(x, r):
           tried += 1
-          found, residual = _pathwise_witness(f, x, r, mask)
           if found is None and pl is not None:
-            found = _exact_counterexample(pl, x, r, residual, expectation=False)
+            found = _exact_counterexample(pl, x, r, residual, expectation=expectation)
           if found is not None:
             method = "exact piecewise-linear analysis" if pl is not None else "certified search"
-            return Finding("refuted", method, _refuted_reason(pl, reason), found)
+            return Finding("refuted", method, _refuted_reason(pl, reason, expectation), found)
   except _OutOfBudget:
     pass
   return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate))
@@ -498,10 +517,12 @@ def _decide_pathwise(
 _F0_REASON = "a dropped unit gives f(0) before the activation's dropout and 0 after it"
 
 
-def _refuted_reason(pl: piecewise.PL | None, reason: str) -> str:
+def _refuted_reason(pl: piecewise.PL | None, reason: str, expectation: bool) -> str:
   if pl is not None:
-    return "f is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
-  return f"the orders differ at the counterexample ({reason})"
+    what = "f - f(0)" if expectation else "f"
+    return f"{what} is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
+  what = "expectations" if expectation else "orders"
+  return f"the {what} differ at the counterexample ({reason})"
 
 
 def _unknown_reason(reason: str, tried: int, rate: float | None) -> str:
@@ -573,28 +594,12 @@ def _decide_expectation(
       f"{reason}; f is not elementwise, and its exact expectation over 2**{math.prod(shape)}"
       f" masks is too large to certify (trace on at most {MAX_MASK_ENUMERATION} elements)",
     )
-  tried = 0
   f.budget = SEARCH_BUDGET
-  try:
-    for r in _rates(rate):
-      q = Fraction(1) - Fraction(r)
-      for x in _candidates(pl, q, shape, elementwise, expectation=True):
-        tried += 1
-        found, residual = _expectation_witness(f, x, r, elementwise)
-        if found is None and pl is not None:
-          found = _exact_counterexample(pl, x, r, residual, expectation=True)
-        if found is not None:
-          method = "exact piecewise-linear analysis" if pl is not None else "certified search"
-          return Finding("refuted", method, _refuted_reason_e(pl, reason), found)
-  except _OutOfBudget:
-    pass
-  return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate))
 
+  def witness(x: np.ndarray, r: float):
+    yield _expectation_witness(f, x, r, elementwise)
 
-def _refuted_reason_e(pl: piecewise.PL | None, reason: str) -> str:
-  if pl is not None:
-    return "f - f(0) is piecewise linear but not of the form a max(t, 0) + b min(t, 0)"
-  return f"the expectations differ at the counterexample ({reason})"
+  return _search(witness, pl, rate, shape, elementwise, reason, expectation=True)
 
 
 def _zero_preserving(
