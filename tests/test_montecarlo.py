@@ -33,6 +33,7 @@ from stats_util import ALPHA
 import jdrop
 from jdrop import montecarlo
 from jdrop._src import cli
+from jdrop._src import cli_args
 from jdrop._src import cli_mc
 from jdrop._src import montecarlo as mc_src
 
@@ -770,8 +771,8 @@ def test_mc_is_registered_in_python_m_jdrop(capsys):
 
 
 def test_parser_is_built_the_way_python_m_jdrop_builds_it():
-  parser = cli._Parser(prog="python -m jdrop")
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=cli._Parser)
+  parser = cli_args.Parser(prog="python -m jdrop")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_args.Parser)
   mc = cli_mc.add_parser(sub)
   assert isinstance(mc, argparse.ArgumentParser)
   args = parser.parse_args(["mc", "gelu", "--rate", "0.1", "--num-masks", "7"])

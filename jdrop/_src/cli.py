@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from jdrop._src import activations
+from jdrop._src import cli_args
 from jdrop._src import cli_mc
 from jdrop._src.checker import api
 from jdrop._src.checker.verdict import Verdict
@@ -175,51 +176,28 @@ def render(rows: list[Row], fmt: str) -> str:
   return "\n".join([*lines, "", summary(rows)])
 
 
-def _open_rate(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    value = math.nan
-  if not 0.0 < value < 1.0:
-    raise argparse.ArgumentTypeError(
-      f"rate must be a drop probability in the open interval (0, 1), got {text!r}"
-    )
-  return value
-
-
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value <= 0:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-  return value
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str) -> None:  # one readable line, exit status 2
-    self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog=_PROG, description="Dropout before or after the activation?")
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  parser = cli_args.Parser(prog=_PROG, description="Dropout before or after the activation?")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_args.Parser)
 
   table = sub.add_parser("table", help="the checker's verdicts for every registry activation")
   fmt = table.add_mutually_exclusive_group()
   fmt.add_argument("--markdown", action="store_const", const="markdown", dest="format")
   fmt.add_argument("--json", action="store_const", const="json", dest="format")
-  table.add_argument("--rate", type=_open_rate, help="one rate instead of every rate in (0, 1)")
+  table.add_argument(
+    "--rate", type=cli_args.open_rate, help="one rate instead of every rate in (0, 1)"
+  )
   table.add_argument(
     "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
 
   check = sub.add_parser("check", help="one function's verdict")
   check.add_argument("function", help="a registry name (gelu) or an import path (pkg.mod:attr)")
-  check.add_argument("--rate", type=_open_rate, help="one rate instead of every rate in (0, 1)")
   check.add_argument(
-    "--shape", type=_positive_int, nargs="+", help="input shape to trace on (default: 4)"
+    "--rate", type=cli_args.open_rate, help="one rate instead of every rate in (0, 1)"
+  )
+  check.add_argument(
+    "--shape", type=cli_args.positive_int, nargs="+", help="input shape to trace on (default: 4)"
   )
   check.add_argument("--json", action="store_true", help="print the verdict as JSON")
   check.add_argument(

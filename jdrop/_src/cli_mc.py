@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdrop._src import activations
+from jdrop._src import cli_args
 from jdrop._src import montecarlo
 from jdrop._src import order
 
@@ -42,46 +42,11 @@ DEFAULT_X = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 DEFAULT_TIMEOUT = 60.0
 
 
-def _rate(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    value = math.nan
-  if not 0.0 <= value <= 1.0:
-    raise argparse.ArgumentTypeError(f"rate must be a drop probability in [0, 1], got {text!r}")
-  return value
-
-
-def _num_masks(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if not 0 < value <= montecarlo.MAX_MASKS:
-    raise argparse.ArgumentTypeError(
-      f"must be a positive integer of at most {montecarlo.MAX_MASKS}, got {text!r}"
-    )
-  return value
-
-
-def _non_negative(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    value = float("nan")
-  if not (math.isfinite(value) and value >= 0):
-    raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-  return value
-
-
-def _finite(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    value = float("nan")
-  if not math.isfinite(value):
-    raise argparse.ArgumentTypeError(f"must be a finite float, got {text!r}")
-  return value
+_num_masks = cli_args.checked(
+  int,
+  lambda v: 0 < v <= montecarlo.MAX_MASKS,
+  f"must be a positive integer of at most {montecarlo.MAX_MASKS}",
+)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -96,11 +61,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     ),
   )
   mc.add_argument("activation", help="a name from jdrop.activations, e.g. tanh")
-  mc.add_argument("--rate", type=_rate, required=True, help="the drop probability")
+  mc.add_argument("--rate", type=cli_args.closed_rate, required=True, help="the drop probability")
   mc.add_argument("--num-masks", type=_num_masks, required=True, help="the number of masks")
   mc.add_argument(
     "--x",
-    type=_finite,
+    type=cli_args.finite,
     nargs="+",
     default=list(DEFAULT_X),
     metavar="V",
@@ -109,7 +74,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
   mc.add_argument("--seed", type=int, default=0, help="seed of the key (default: 0)")
   mc.add_argument(
     "--rtol",
-    type=_non_negative,
+    type=cli_args.non_negative,
     default=None,
     help="relative tolerance for a disagreement (default: 4 float32 epsilons)",
   )
@@ -123,7 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
   group.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
   group.add_argument(
     "--timeout",
-    type=_non_negative,
+    type=cli_args.non_negative,
     default=DEFAULT_TIMEOUT,
     metavar="S",
     help="seconds to wait for the other processes (default: %(default)s)",
@@ -331,10 +296,8 @@ def _error(err: Exception) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """``python -m jdrop mc ...`` on its own (``argv`` starts with ``mc``)."""
-  from jdrop._src import cli  # here, not at the top: cli imports this module
-
-  parser = cli._Parser(prog="python -m jdrop", description="jdrop's Monte-Carlo studies")
-  add_parser(parser.add_subparsers(dest="command", required=True, parser_class=cli._Parser))
+  parser = cli_args.Parser(prog="python -m jdrop", description="jdrop's Monte-Carlo studies")
+  add_parser(parser.add_subparsers(dest="command", required=True, parser_class=cli_args.Parser))
   return run(parser.parse_args(argv))
 
 
