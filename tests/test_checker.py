@@ -215,10 +215,26 @@ def test_degree_and_domain_edge_cases():
   assert check(jax.nn.softplus).pathwise.status == "refuted"
 
 
+def _callback_relu(x):
+  return jax.pure_callback(np.maximum, jax.ShapeDtypeStruct(x.shape, x.dtype), x, 0.0)
+
+
 def test_unsupported_primitive_is_unknown_never_proved():
-  v = check(jnp.sort)
+  v = jdrop.check(_callback_relu)
   assert v.pathwise.status == "unknown" and v.expectation.status == "unknown"
-  assert "sort" in v.pathwise.reason or "elementwise" in v.pathwise.reason
+  # the reason names the primitive, not a false "not elementwise"
+  assert "pure_callback" in v.pathwise.reason and "not known to be elementwise" in v.pathwise.reason
+  assert "pure_callback" in v.float_level.note and not v.float_level.dtypes
+
+
+def test_sort_is_refuted_with_a_certified_witness():
+  v = check(jnp.sort)
+  assert v.pathwise.status == "refuted" and v.elementwise is None
+  cx = v.pathwise.counterexample
+  x, mask = cx.x.astype(np.float32), cx.mask
+  pre = np.sort(np.where(mask, x / np.float32(0.5), 0))
+  post = np.where(mask, np.sort(x) / np.float32(0.5), 0)
+  assert cx.rate == 0.5 and not np.array_equal(pre, post)
 
 
 def test_flax_linen_modules_bound_and_with_variables():

@@ -101,7 +101,7 @@ def _witness(v: Verdict) -> str:
 
 
 def _bits(v: Verdict) -> str:
-  if v.float_level is None:
+  if v.float_level is None or not v.float_level.dtypes:
     return "-"
   f32 = v.float_level.dtypes[0]
   return "yes" if f32.bit_identical else f"no ({_fmt(f32.max_ulps)} ulp)"

@@ -35,6 +35,7 @@ from jdrop._src import activations
 from jdrop._src import errors
 from jdrop._src.checker import balls
 from jdrop._src.checker import homogeneity
+from jdrop._src.checker import jaxprs
 from jdrop._src.checker import piecewise
 from jdrop._src.checker.verdict import Counterexample
 from jdrop._src.checker.verdict import Finding
@@ -198,7 +199,9 @@ def trace(target: Target, shape: tuple[int, ...], *, fn: str = _FN) -> core.Clos
   spec = jax.ShapeDtypeStruct(shape, jnp.float32)
   try:
     closed, out = jax.make_jaxpr(target.fn, return_shape=True)(spec)
-  except Exception as e:  # the user's function failed: report its own error
+  except KeyboardInterrupt:
+    raise
+  except BaseException as e:  # the user's function failed (even sys.exit): report its error
     raise errors.value_error(
       fn,
       "f",
@@ -253,6 +256,7 @@ class _Function:
     self.elementwise = elementwise
     self._cache: dict[bytes, np.ndarray | None] = {}
     self.budget = SEARCH_BUDGET
+    self.failure = ""  # the first internal error of an evaluation, for the reasons
 
   def __call__(self, x: np.ndarray) -> np.ndarray | None:
     """``f(x)`` as balls, or None where the balls cannot decide (or f is undefined)."""
@@ -266,7 +270,14 @@ class _Function:
         self._cache[key] = balls.balls(out)
       except balls.NotCertified:
         self._cache[key] = None
+      except Exception as e:  # an engine failure certifies nothing; it is reported
+        self.failure = self.failure or _describe(e)
+        self._cache[key] = None
     return self._cache[key]
+
+
+def _describe(e: BaseException) -> str:
+  return f"{type(e).__name__}: {_first_line(e)}"
 
 
 class _OutOfBudget(Exception):
@@ -532,6 +543,9 @@ def _unknown_reason(reason: str, tried: int, rate: float | None) -> str:
 
 def _why_not_proved(hom: homogeneity.Hom, elementwise: bool, mode: str) -> str:
   if mode == "pathwise" and not elementwise:
+    if hom.approx:  # the dependence went through a step without a dependence rule
+      why = hom.reason if hom.deg is None and hom.reason else f"no rule for `{hom.approx}`"
+      return f"f is not known to be elementwise ({why}), so it is not proved"
     return "f is not elementwise (an output depends on other inputs), so it is never proved"
   if hom.is_const:
     return "f is a non-zero constant"
@@ -673,28 +687,42 @@ def check(
   rate = _check_rate(rate)
   shape = _check_shape(shape)
   closed = trace(target, shape)
+  names = jaxprs.primitive_names(closed.jaxpr)
   with balls.precision():
-    hom = homogeneity.analyse(closed.jaxpr, closed.consts, shape)
+    hom = _guarded(
+      "homogeneity algebra",
+      lambda: homogeneity.analyse(closed.jaxpr, closed.consts, shape),
+      lambda why: homogeneity.unknown(shape, why),
+    )
     elementwise = hom.elementwise(shape)
     pl = None
     if elementwise:
-      try:
-        pl = piecewise.analyse(closed.jaxpr, closed.consts, shape)
-      except piecewise.NotPiecewiseLinear:
-        pl = None
+      pl = _guarded(
+        "piecewise-linear engine",
+        lambda: piecewise.analyse(closed.jaxpr, closed.consts, shape),
+        lambda why: None,
+        expected=piecewise.NotPiecewiseLinear,
+      )
     evaluate = _Function(closed, shape, elementwise)
     f0 = evaluate(_ball_vector(np.zeros(shape)))
-    pathwise = _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape)
-    expectation = _decide_expectation(evaluate, hom, pl, rate, elementwise, shape)
+    pathwise = _guarded(
+      "pathwise search",
+      lambda: _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape),
+      lambda why: Finding("unknown", "no engine decided", why),
+    )
+    expectation = _guarded(
+      "expectation search",
+      lambda: _decide_expectation(evaluate, hom, pl, rate, elementwise, shape),
+      lambda why: Finding("unknown", "no engine decided", why),
+    )
+    pathwise, expectation = (_with_failure(v, evaluate.failure) for v in (pathwise, expectation))
     zero = _zero_preserving(hom, pl, f0)
     f0_values = np.full(shape, np.nan) if f0 is None else balls.midpoints(f0)
   if pl is not None:
     f0_values = np.asarray(piecewise.f0(pl), dtype=np.float64)
   floats = None
   if float_level:
-    from jdrop._src.checker import floats as float_findings
-
-    floats = float_findings.float_level(target.fn, shape, rate=rate)
+    floats = _float_level(target, shape, rate, names)
   return Verdict(
     function=target.name,
     rate=rate,
@@ -706,3 +734,36 @@ def check(
     expectation=expectation,
     float_level=floats,
   )
+
+
+def _guarded(engine: str, run: Callable[[], Any], fallback: Callable[[str], Any], expected=()):
+  """``run()``, or ``fallback(reason)`` when the engine fails: no function makes
+  :func:`check` raise; an engine that cannot handle it says so, naming the error."""
+  try:
+    return run()
+  except expected as e:
+    return fallback(str(e))
+  except Exception as e:
+    return fallback(f"the {engine} failed on this function ({_describe(e)})")
+
+
+def _with_failure(finding: Finding, failure: str) -> Finding:
+  if finding.status != "unknown" or not failure:
+    return finding
+  reason = f"{finding.reason}; certified evaluation failed on some inputs ({failure})"
+  return dataclasses.replace(finding, reason=reason)
+
+
+def _float_level(target: Target, shape: tuple[int, ...], rate: float | None, names: set[str]):
+  from jdrop._src.checker import floats
+
+  callbacks = sorted(names & floats.CALLBACKS)
+  if callbacks:
+    return floats.skipped(
+      f"f calls back into Python ({', '.join(callbacks)}); compiling and running it on"
+      " thousands of rows would run the callback for each, so the comparison is skipped"
+    )
+  try:
+    return floats.float_level(target.fn, shape, rate=rate)
+  except Exception as e:
+    return floats.skipped(f"the float-level comparison failed ({_describe(e)})")

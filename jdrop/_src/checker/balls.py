@@ -20,12 +20,15 @@ import functools
 import math
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flint import arb
 from flint import ctx
+from jax._src import debugging as jax_debugging
 from jax.extend import core
 from jax.extend.core import primitives as prims
 
@@ -93,6 +96,13 @@ def bounds(ball: arb) -> tuple[float, float]:
   lo = math.nextafter(float(ball.lower()), -math.inf)
   hi = math.nextafter(float(ball.upper()), math.inf)
   return lo, hi
+
+
+def exact_value(ball: arb) -> Fraction | None:
+  """The exact rational value of an exact finite ball (a point), else ``None``."""
+  if not (ball.is_finite() and ball.is_exact()):
+    return None
+  return Fraction(float(ball.mid()))  # a point ball from float literals fits a double
 
 
 def certainly_nonzero(ball: arb) -> bool:
@@ -205,8 +215,10 @@ def _round(a: arb, to_even: bool) -> arb:
 
 
 def _pow(a: arb, b: arb) -> arb:
-  if b.is_exact() and b.is_integer():
-    return _integer_pow(a, int(b))
+  if b.is_exact() and b.is_integer():  # (python-flint 0.9 has no int(arb): go through fmpz)
+    return _integer_pow(a, int(b.unique_fmpz()))
+  if a.is_zero() and b > 0:
+    return arb(0)
   return (b * a.log()).exp() if a > 0 else UNDEFINED()
 
 
@@ -418,10 +430,74 @@ def _convert(eqn: core.JaxprEqn, x: Any) -> np.ndarray:
   trunc = np.frompyfunc(lambda a: _integer(a, "floor") if a >= 0 else -_integer(-a, "floor"), 1, 1)
   out = objects(trunc(x), x.shape)
   _require(all(b.is_finite() for b in out.ravel()), "a float-to-integer conversion of a wide ball")
-  return np.asarray([int(b.unique_fmpz()) for b in out.ravel()], dtype=new).reshape(x.shape)
+  values = [int(b.unique_fmpz()) for b in out.ravel()]
+  info = np.iinfo(new)
+  # XLA does not define a conversion out of the target's range: never certify one
+  _require(
+    all(info.min <= v <= info.max for v in values),
+    f"a float-to-integer conversion out of the range of {new.name}",
+  )
+  return np.asarray(values, dtype=new).reshape(x.shape)
 
 
 RULES[prims.convert_element_type_p] = _convert
+
+
+def _bitcast(eqn: core.JaxprEqn, x: Any) -> Any:
+  """Integer bits to a float are that float exactly (``jax.random.uniform``'s trick)."""
+  _require(not is_ball_array(x), "a bitcast of a real number (bits belong to floats, not reals)")
+  out = _concrete(eqn, x)
+  return balls(out) if jnp.issubdtype(out.dtype, jnp.floating) else out
+
+
+RULES[prims.bitcast_convert_type_p] = _bitcast
+
+
+def _sort(eqn: core.JaxprEqn, *operands: Any) -> list[Any]:
+  """``lax.sort`` by the first operand, on decided comparisons (exact ties keep their order)."""
+  _require(eqn.params["num_keys"] == 1, "a sort on several keys")
+  dim = eqn.params["dimension"]
+  if not any(is_ball_array(v) for v in operands):
+    return _concrete(eqn, *operands)
+  keys = np.moveaxis(balls(operands[0]), dim, -1)
+  order = np.empty(keys.shape, dtype=np.int64)
+  for lane in np.ndindex(keys.shape[:-1]):
+    row = keys[lane]
+    order[lane] = sorted(range(row.shape[0]), key=functools.cmp_to_key(_decided_order(row)))
+    if not eqn.params["is_stable"] and len(operands) > 1:
+      ties = [row[i] == row[j] for i, j in zip(order[lane][:-1], order[lane][1:], strict=True)]
+      _require(not any(ties), "an unstable sort of tied keys (the order is not defined)")
+  outs = []
+  for v in operands:
+    moved = np.moveaxis(balls(v) if is_ball_array(v) else np.asarray(v), dim, -1)
+    outs.append(np.moveaxis(np.take_along_axis(moved, order, axis=-1), -1, dim))
+  return outs
+
+
+def _decided_order(row: np.ndarray) -> Callable[[int, int], int]:
+  def compare(i: int, j: int) -> int:
+    a, b = row[i], row[j]
+    if a < b:
+      return -1
+    if a > b:
+      return 1
+    _require(bool(a == b), "a sort of overlapping balls")
+    return 0
+
+  return compare
+
+
+RULES[prims.sort_p] = _sort
+
+
+def _effect_only(eqn: core.JaxprEqn, *inputs: Any) -> list[Any]:
+  """``jax.debug.print`` and ``jax.debug.callback``: no value flows out of them."""
+  return []
+
+
+RULES[jax_debugging.debug_callback_p] = _effect_only
+RULES[jax_debugging.debug_print_p] = _effect_only
+EFFECT_ONLY = frozenset({"debug_callback", "debug_print"})
 
 
 # --- reductions and contractions ---------------------------------------------
@@ -538,23 +614,23 @@ RULES[prims.dot_general_p] = _dot_general
 
 
 def _structural(eqn: core.JaxprEqn, *inputs: Any) -> Any:
-  data = jaxprs.DATA_OPERANDS.get(eqn.primitive.name, len(inputs))
-  if not any(is_ball_array(v) for v in inputs[:data]):
+  data = jaxprs.data_operands(eqn)
+  if not any(is_ball_array(inputs[i]) for i in data):
     return _concrete(eqn, *inputs)
-  operands = [balls(v) for v in inputs[:data]]
-  shapes = [v.shape for v in operands] + [None] * (len(inputs) - data)
-  pool = np.concatenate([v.ravel() for v in operands] + [[exact(jaxprs.fill_value(eqn))]])
+  operands = {i: balls(inputs[i]) for i in data}
+  shapes = [operands[i].shape if i in operands else None for i in range(len(inputs))]
+  pool = np.concatenate([operands[i].ravel() for i in data] + [[exact(jaxprs.fill_value(eqn))]])
   # index -1 (a gather's out-of-bounds fill) reads the fill value at the pool's end
   outs = [pool[i] for i in jaxprs.structural_indices(eqn, shapes, list(inputs))]
   return outs if eqn.primitive.multiple_results else outs[0]
 
 
 def _concrete(eqn: core.JaxprEqn, *inputs: Any) -> Any:
-  """Integer and boolean steps run exactly, by JAX itself."""
+  """Integer, boolean and PRNG-key steps run exactly, by JAX itself."""
   outs = eqn.primitive.bind(*[jnp.asarray(v) for v in inputs], **eqn.params)
   if eqn.primitive.multiple_results:
-    return [np.asarray(o) for o in outs]
-  return np.asarray(outs)
+    return [jaxprs.concrete(o) for o in outs]
+  return jaxprs.concrete(outs)
 
 
 class BallDomain:
@@ -564,18 +640,31 @@ class BallDomain:
     return RULES.get(eqn.primitive)
 
   def literal(self, value: Any, aval: Any) -> Any:
-    return self.constant(np.asarray(value))
+    return self.constant(jaxprs.concrete(value))
 
   def index(self, value: Any) -> int | None:
     return None if is_ball_array(value) else int(value)
 
   def constant(self, value: Any) -> Any:
-    array = np.asarray(value)
+    array = jaxprs.concrete(value)
+    if jaxprs.is_key(array):
+      return array
     if jnp.issubdtype(array.dtype, jnp.floating):
       return balls(array)
     if jnp.issubdtype(array.dtype, jnp.complexfloating):
       raise NotCertified("complex values")
     return array
+
+  def take(self, value: Any, i: int) -> Any:
+    return value[i]
+
+  def stack(self, values: Sequence[Any], aval: Any = None) -> Any:
+    """Rows stacked on a new leading axis (balls, exact arrays or keys alike)."""
+    if any(jaxprs.is_key(v) for v in values):
+      return jnp.stack(values)
+    if any(is_ball_array(v) for v in values):
+      return np.stack([balls(v) for v in values])
+    return np.stack(values)
 
   def missing(self, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
     name = eqn.primitive.name
@@ -584,8 +673,10 @@ class BallDomain:
       out = _structural(eqn, *inputs)
     elif name == "iota":  # exact small integers, whatever the dtype
       out = self.constant(_concrete(eqn))
-    elif not floats:  # integer and boolean steps are exact in JAX itself
+    elif not floats:  # integer, boolean and key steps are exact in JAX itself
       out = _concrete(eqn, *inputs)
+    elif name in jaxprs.LOOPS:
+      raise NotCertified(f"a `{name}` loop whose trip count is not known or is too long")
     else:
       raise NotCertified(f"no ball-arithmetic rule for the primitive `{name}`")
     return out if eqn.primitive.multiple_results else [out]

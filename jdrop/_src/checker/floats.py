@@ -39,6 +39,14 @@ DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 _FN = "jdrop.check"
 _CACHE_SIZE = 128
 
+CALLBACKS = frozenset({"debug_callback", "debug_print", "pure_callback", "io_callback"})
+"""Primitives that call back into Python: the comparison skips a function with one."""
+
+
+def skipped(note: str) -> FloatFinding:
+  """The finding of a comparison that was not run, saying why."""
+  return FloatFinding(jax.default_backend(), (), note)
+
 
 # ----------------------------------------------------------------------------
 # The sample: inputs and masks (numpy, deterministic, built once per shape).

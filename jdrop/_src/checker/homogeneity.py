@@ -52,6 +52,8 @@ class Hom:
   offset: np.ndarray | None = None
   elin: bool = False
   reason: str = ""
+  nonneg: bool = False  # known to be >= 0 for every x (constants: see :func:`_nonneg`)
+  approx: str = ""  # a primitive whose dependence was over-approximated on the way here
 
   @property
   def is_const(self) -> bool:
@@ -86,6 +88,22 @@ def _zero_const(h: Hom) -> bool:
   return h.is_const and _is_zero(h.const)
 
 
+def _finite_const(h: Hom) -> bool:
+  """A constant whose every entry is a real number (integers, booleans and keys are)."""
+  if not balls.is_ball_array(h.const):
+    return True
+  return all(b.is_finite() for b in h.const.ravel())
+
+
+def _nonneg(h: Hom) -> bool:
+  """``h(x) >= 0`` for every real ``x``."""
+  if h.is_const:
+    if not balls.is_ball_array(h.const):
+      return jaxprs.is_key(h.const) is False and bool(np.all(np.asarray(h.const) >= 0))
+    return all(b.is_finite() and b >= 0 for b in h.const.ravel())
+  return h.nonneg
+
+
 # --- how values are built ---------------------------------------------------
 
 
@@ -95,13 +113,15 @@ class _Unknown(Exception):
     self.reason = reason
 
 
-def _homogeneous(deg: Fraction, offset: np.ndarray | None = None, elin: bool = False):
+def _homogeneous(
+  deg: Fraction, offset: np.ndarray | None = None, elin: bool = False, nonneg: bool = False
+):
   """A rule's result before ``deps`` are attached (see :func:`_finish`)."""
   if offset is not None:
     _finite(offset, "a sum")
   if deg == 0 or _is_zero(offset):
     offset = None  # a degree-0 function absorbs any constant
-  return {"deg": Fraction(deg), "offset": offset, "elin": elin and deg == 1}
+  return {"deg": Fraction(deg), "offset": offset, "elin": elin and deg == 1, "nonneg": nonneg}
 
 
 def _plain(h: Hom, what: str) -> Fraction:
@@ -182,7 +202,8 @@ def _add(eqn: core.JaxprEqn, a: Hom, b: Hom):
   offset = None
   if a.offset is not None or b.offset is not None:
     offset = _sum(_offset_or_zero(a), _offset_or_zero(b))
-  return _homogeneous(a.deg, offset, a.elin and b.elin)
+  nonneg = eqn.primitive.name == "add" and a.nonneg and b.nonneg
+  return _homogeneous(a.deg, offset, a.elin and b.elin, nonneg)
 
 
 def _negate(h: Hom) -> Hom:
@@ -216,7 +237,8 @@ def _scale(h: Hom, c: np.ndarray, divide: bool = False):
   if divide:
     c = _finite(np.frompyfunc(balls._div, 2, 1)(balls.balls(1.0), c), "a division")
   offset = None if h.offset is None else _product(h.offset, balls.balls(c))
-  return _homogeneous(h.deg, offset, h.elin)
+  nonneg = h.nonneg and all(b >= 0 for b in c.ravel())
+  return _homogeneous(h.deg, offset, h.elin, nonneg)
 
 
 @_rule("mul")
@@ -226,7 +248,8 @@ def _mul(eqn: core.JaxprEqn, a: Hom, b: Hom):
     if _zero_const(c) and h.is_known:  # 0 * h = 0 where h is defined: everywhere
       return {"const": balls.balls(np.zeros(eqn.outvars[0].aval.shape))}
     return _scale(h, c.const)
-  return _homogeneous(_plain(a, "a product") + _plain(b, "a product"))
+  nonneg = a is b or (a.nonneg and b.nonneg)
+  return _homogeneous(_plain(a, "a product") + _plain(b, "a product"), nonneg=nonneg)
 
 
 @_rule("div")
@@ -246,18 +269,64 @@ def _same_degree(values: list[Hom], what: str) -> Fraction:
 
 @_rule("max", "min")
 def _max(eqn: core.JaxprEqn, a: Hom, b: Hom):
-  return _homogeneous(_same_degree([a, b], f"`{eqn.primitive.name}`"))
+  deg = _same_degree([a, b], f"`{eqn.primitive.name}`")
+  if eqn.primitive.name == "max":
+    nonneg = _nonneg(a) or _nonneg(b)
+  else:
+    nonneg = _nonneg(a) and _nonneg(b)
+  return _homogeneous(deg, nonneg=nonneg)
 
 
 @_rule("abs")
 def _abs(eqn: core.JaxprEqn, a: Hom):
-  return _homogeneous(_plain(a, "`abs`"))
+  return _homogeneous(_plain(a, "`abs`"), nonneg=True)
 
 
 @_rule("sign")
 def _sign(eqn: core.JaxprEqn, a: Hom):
   _plain(a, "`sign`")
   return _homogeneous(Fraction(0))
+
+
+_NONFINITE = "{what} a constant that is not a finite real number (inf or NaN)"
+_NUMPY_COMPARISONS = {
+  "lt": np.less,
+  "le": np.less_equal,
+  "gt": np.greater,
+  "ge": np.greater_equal,
+  "eq": np.equal,
+  "ne": np.not_equal,
+}
+
+
+def _with_nonfinite(eqn: core.JaxprEqn, inputs: tuple[Hom, ...]):
+  """A step where a function of x meets a constant inf or NaN.
+
+  Over the reals only a few such steps are defined, and these are decided here:
+  a comparison of a real-valued ``h`` with constants that are all non-finite
+  (``h < inf`` holds and ``h == nan`` fails whatever the real ``h``: the answer is
+  what NumPy gives for any finite stand-in, here 0), ``max(h, -inf) = h``,
+  ``min(h, inf) = h``, and a ``select`` whose known index never picks the
+  non-finite case. Everything else is unknown: ``x * inf`` and ``0 * nan`` are no
+  real numbers, and a value the algebra describes is a real number everywhere.
+  """
+  name = eqn.primitive.name
+  if name in _NUMPY_COMPARISONS or name in ("max", "min"):
+    (h,) = [v for v in inputs if not v.is_const] or [None]
+    (c,) = [v for v in inputs if v.is_const] or [None]
+    if h is not None and c is not None and h.is_known:
+      values = balls.midpoints(balls.balls(c.const))
+      if not np.any(np.isfinite(values)):
+        if name in _NUMPY_COMPARISONS:
+          stand_in = [values if v is c else np.zeros(()) for v in inputs]
+          decided = _NUMPY_COMPARISONS[name](*stand_in)
+          return {"const": np.broadcast_to(decided, eqn.outvars[0].aval.shape).copy()}
+        neutral = -np.inf if name == "max" else np.inf
+        if np.all(values == neutral) and h.shape == tuple(eqn.outvars[0].aval.shape):
+          return _carry(h)
+  if name == "select_n":
+    return RULES["select_n"](eqn, *inputs)
+  raise _Unknown(_NONFINITE.format(what=f"`{name}` of a function of x and"))
 
 
 @_rule("lt", "le", "gt", "ge", "eq", "ne")
@@ -276,25 +345,66 @@ def _select_n(eqn: core.JaxprEqn, which: Hom, *cases: Hom):
     cases = tuple(cases[int(i)] for i in chosen)
     if len(cases) == 1 and cases[0].is_known and not cases[0].is_const:
       h = cases[0]
-      return _homogeneous(h.deg, h.offset, h.elin)
+      return _homogeneous(h.deg, h.offset, h.elin, h.nonneg)
   elif which.deg is None:
     raise _Unknown(which.reason)
+  if any(h.is_const and not _finite_const(h) for h in cases):
+    raise _Unknown(_NONFINITE.format(what="a `select` (jnp.where) that may pick"))
   if all(_zero_const(h) for h in cases):  # every selected case is an exact 0
     return {"const": balls.balls(np.zeros(eqn.outvars[0].aval.shape))}
-  return _homogeneous(_same_degree(list(cases), "a `select` (jnp.where)"))
+  deg = _same_degree(list(cases), "a `select` (jnp.where)")
+  return _homogeneous(deg, nonneg=all(_nonneg(h) for h in cases))
 
 
 @_rule("integer_pow")
 def _integer_pow(eqn: core.JaxprEqn, a: Hom):
-  y = eqn.params["y"]
+  return _power(a, Fraction(eqn.params["y"]))
+
+
+def _power(a: Hom, y: Fraction):
+  """``a ** y`` for a constant exponent: degree ``deg * y`` where it is defined everywhere."""
   if y <= 0:
     raise _Unknown(f"x**{y} is undefined at 0")
-  return _homogeneous(_plain(a, f"x**{y}") * y)
+  deg = _plain(a, f"x**{y}")
+  if y.denominator != 1 and not _nonneg(a):
+    raise _Unknown(f"x**{y} is undefined for negative x (a non-integer power)")
+  even = y.denominator == 1 and y.numerator % 2 == 0
+  return _homogeneous(deg * y, nonneg=even or _nonneg(a))
+
+
+@_rule("pow")
+def _pow(eqn: core.JaxprEqn, a: Hom, b: Hom):
+  if not b.is_const:
+    raise _Unknown("a power with x in the exponent (exponential, not homogeneous)")
+  exponents = {balls.exact_value(v) for v in balls.balls(b.const).ravel()}
+  if len(exponents) != 1 or None in exponents:
+    raise _Unknown("a power with an exponent that is not one finite number")
+  return _power(a, exponents.pop())
 
 
 @_rule("square")
 def _square(eqn: core.JaxprEqn, a: Hom):
-  return _homogeneous(_plain(a, "`square`") * 2)
+  return _power(a, Fraction(2))
+
+
+@_rule("sqrt")
+def _sqrt(eqn: core.JaxprEqn, a: Hom):
+  if not _nonneg(a):
+    raise _Unknown("`sqrt` of a function of x that may be negative (undefined there)")
+  return _homogeneous(_plain(a, "`sqrt`") / 2, nonneg=True)
+
+
+@_rule("cbrt")
+def _cbrt(eqn: core.JaxprEqn, a: Hom):
+  return _homogeneous(_plain(a, "`cbrt`") / 3, nonneg=_nonneg(a))
+
+
+@_rule("sort")
+def _sort(eqn: core.JaxprEqn, *operands: Hom):
+  if len(operands) != 1:
+    raise _Unknown("a `sort` that carries other operands along")
+  (a,) = operands
+  return [_homogeneous(_plain(a, "`sort`"), nonneg=a.nonneg)]
 
 
 @_rule("copy", "copy_p", "reduce_precision", "optimization_barrier", "stop_gradient")
@@ -308,7 +418,7 @@ def _carry(h: Hom):
     return {"const": h.const}
   if h.deg is None:
     raise _Unknown(h.reason)
-  return {"deg": h.deg, "offset": h.offset, "elin": h.elin}
+  return {"deg": h.deg, "offset": h.offset, "elin": h.elin, "nonneg": h.nonneg}
 
 
 @_rule("convert_element_type")
@@ -327,19 +437,29 @@ def _is_finite(eqn: core.JaxprEqn, a: Hom):
 
 @_rule("reduce_sum", "cumsum", *jaxprs.STRUCTURAL)
 def _linear(eqn: core.JaxprEqn, *values: Hom):
-  data = jaxprs.DATA_OPERANDS.get(eqn.primitive.name, len(values))
-  if any(not h.is_const for h in values[data:]):
+  data = _data(eqn, len(values))
+  if any(not h.is_const for i, h in enumerate(values) if i not in data):
     raise _Unknown(f"`{eqn.primitive.name}` at indices that depend on x")
-  deg = _common_degree(values[:data], f"`{eqn.primitive.name}`")
-  offsets = [_offset_or_zero(h) for h in values[:data]]
-  rest = [h.const for h in values[data:]]
-  outs = _const_eval(eqn, offsets + rest)
-  elin = all(h.elin for h in values[:data] if not h.is_const)
-  results = [_homogeneous(deg, o, elin) for o in outs]
+  moved = [values[i] for i in data]
+  deg = _common_degree(moved, f"`{eqn.primitive.name}`")
+  # the map is linear in the data operands: the offsets go through it, the indices as they are
+  operands = [_offset_or_zero(h) if i in data else h.const for i, h in enumerate(values)]
+  outs = _const_eval(eqn, operands)
+  elin = all(h.elin for h in moved if not h.is_const)
+  pure_moves = eqn.primitive.name in jaxprs.STRUCTURAL or eqn.primitive.name == "reduce_sum"
+  nonneg = pure_moves and all(_nonneg(h) for h in moved)
+  results = [_homogeneous(deg, o, elin, nonneg) for o in outs]
   return results if eqn.primitive.multiple_results else results[0]
 
 
-def _common_degree(values: tuple[Hom, ...], what: str) -> Fraction:
+def _data(eqn: core.JaxprEqn, count: int) -> tuple[int, ...]:
+  """The data operands of a structural primitive; every operand of other linear maps."""
+  if eqn.primitive.name in jaxprs.STRUCTURAL:
+    return jaxprs.data_operands(eqn)
+  return tuple(range(count))
+
+
+def _common_degree(values: list[Hom], what: str) -> Fraction:
   """The degree shared by the non-constant values (offsets allowed: the map is linear)."""
   degrees = set()
   for h in values:
@@ -369,7 +489,7 @@ def _dot_general(eqn: core.JaxprEqn, a: Hom, b: Hom):
 
 @_rule("reduce_max", "reduce_min", "cummax", "cummin")
 def _order_reduction(eqn: core.JaxprEqn, a: Hom):
-  return _homogeneous(_plain(a, f"`{eqn.primitive.name}`"))
+  return _homogeneous(_plain(a, f"`{eqn.primitive.name}`"), nonneg=a.nonneg)
 
 
 @_rule("argmax", "argmin")
@@ -477,24 +597,52 @@ _REDUCTIONS = frozenset(
 ) | {"argmin"}
 
 
-def _deps(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> list[np.ndarray]:
-  """Which inputs each output element may depend on (conservative where unsure)."""
+# Primitives whose outputs genuinely mix their inputs' elements: the union of the
+# dependences below is their dependence (an over-approximation only in detail).
+_MIXING = _REDUCTIONS | {
+  "conv_general_dilated",
+  "cumlogsumexp",
+  "cummax",
+  "cummin",
+  "cumprod",
+  "cumsum",
+  "dot_general",
+  "reduce_precision",
+}
+
+
+def _deps(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> tuple[list[np.ndarray], str]:
+  """Which inputs each output element may depend on (conservative where unsure), and
+  the primitive's name where that is a guess (no dependence rule for it)."""
   name = eqn.primitive.name
   shapes = [tuple(v.aval.shape) for v in eqn.outvars]
   if name in ELEMENTWISE:
     out = np.zeros(shapes[0] + (n,), dtype=bool)
     for h in inputs:
       out |= np.broadcast_to(h.deps, out.shape)
-    return [out]
-  data = jaxprs.DATA_OPERANDS.get(name, len(inputs))
-  if name in jaxprs.STRUCTURAL and all(h.is_const for h in inputs[data:]):
+    return [out], ""
+  if name == "sort":  # every output along the sorted dimension may be any input along it
+    dim = eqn.params["dimension"]
+    union = np.zeros(shapes[0] + (n,), dtype=bool)
+    for h in inputs:
+      union |= h.deps.any(axis=dim, keepdims=True)
+    return [union.copy() for _ in shapes], ""
+  data = _data(eqn, len(inputs))
+  indices_known = all(h.is_const for i, h in enumerate(inputs) if i not in data)
+  if name in jaxprs.STRUCTURAL and indices_known:
     # the last row (index -1) is a gather's out-of-bounds fill value: no dependence
-    pool = np.concatenate([h.deps.reshape(-1, n) for h in inputs[:data]] + [np.zeros((1, n), bool)])
-    where = [h.shape for h in inputs[:data]] + [None] * (len(inputs) - data)
-    rest = [None] * data + [h.const for h in inputs[data:]]
-    return [pool[i] for i in jaxprs.structural_indices(eqn, where, rest)]
+    pool = [inputs[i].deps.reshape(-1, n) for i in data]
+    pool = np.concatenate([*pool, np.zeros((1, n), bool)])
+    where = [h.shape if i in data else None for i, h in enumerate(inputs)]
+    rest = [None if i in data else h.const for i, h in enumerate(inputs)]
+    return [pool[i] for i in jaxprs.structural_indices(eqn, where, rest)], ""
   if name in _REDUCTIONS and len(inputs) == 1:
-    return [inputs[0].deps.any(axis=tuple(eqn.params["axes"]))]
+    return [inputs[0].deps.any(axis=tuple(eqn.params["axes"]))], ""
+  return _everything(inputs, shapes, n), ("" if name in _MIXING else name)
+
+
+def _everything(inputs: Any, shapes: list[tuple[int, ...]], n: int) -> list[np.ndarray]:
+  """Each output element may depend on every input any operand depends on."""
   union = np.zeros(n, dtype=bool)
   for h in inputs:
     union |= h.deps.reshape(-1, n).any(axis=0)
@@ -523,22 +671,56 @@ class HomogeneityDomain:
     return None if value.const is None else balls.DOMAIN.index(value.const)
 
   def constant(self, value: Any) -> Hom:
-    array = balls.DOMAIN.constant(np.asarray(value))
+    array = balls.DOMAIN.constant(jaxprs.concrete(value))
     return Hom(deps=np.zeros((*array.shape, self.n), dtype=bool), const=array)
 
-  def missing(self, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:  # pragma: no cover
-    raise AssertionError("every primitive goes through HomogeneityDomain.step")
+  def missing(self, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
+    """A loop the interpreter could not unroll."""
+    name = eqn.primitive.name
+    shapes = [tuple(v.aval.shape) for v in eqn.outvars]
+    why = (
+      f"a `{name}` loop whose trip count is not known, or above {jaxprs.MAX_UNROLL}"
+      if name in jaxprs.LOOPS
+      else f"no homogeneity rule for the primitive `{name}`"
+    )
+    return [Hom(deps=d, reason=why, approx=name) for d in _everything(inputs, shapes, self.n)]
+
+  def take(self, value: Hom, i: int) -> Hom:
+    def row(a: np.ndarray | None) -> np.ndarray | None:
+      return None if a is None else np.broadcast_to(a, value.shape)[i]
+
+    return dataclasses.replace(
+      value, deps=value.deps[i], const=row(value.const), offset=row(value.offset)
+    )
+
+  def stack(self, values: list[Hom], aval: Any) -> Hom:
+    deps = np.stack([h.deps for h in values])
+    approx = next((h.approx for h in values if h.approx), "")
+    if all(h.is_const for h in values):
+      return Hom(deps=deps, const=balls.DOMAIN.stack([h.const for h in values]), approx=approx)
+    try:
+      deg = _common_degree(values, "a `scan`'s stacked outputs")
+      offsets = [np.broadcast_to(_offset_or_zero(h), h.shape) for h in values]
+      elin = all(h.elin for h in values if not h.is_const)
+      result = _homogeneous(deg, np.stack(offsets), elin, all(_nonneg(h) for h in values))
+    except _Unknown as e:
+      result = {"reason": e.reason}
+    return dataclasses.replace(self._finish(result, deps), approx=approx)
 
   def step(self, eqn: core.JaxprEqn, *inputs: Hom) -> Any:
     name = eqn.primitive.name
     count = len(eqn.outvars)
-    deps = _deps(eqn, inputs, self.n)
+    deps, approx = _deps(eqn, inputs, self.n)
+    approx = approx or next((h.approx for h in inputs if h.approx), "")
     try:
       if all(h.is_const for h in inputs):
         try:
           results = [{"const": v} for v in _const_eval(eqn, [h.const for h in inputs])]
         except balls.NotCertified as e:
           raise _Unknown(f"a constant that cannot be computed exactly: {e}") from None
+      elif any(h.is_const and not _finite_const(h) for h in inputs):
+        results = _with_nonfinite(eqn, inputs)
+        results = results if eqn.primitive.multiple_results else [results]
       elif name in TOTAL and all(h.is_const or h.deg == 0 for h in inputs):
         results = [_homogeneous(Fraction(0))] * count
       else:
@@ -551,7 +733,10 @@ class HomogeneityDomain:
         results = results if eqn.primitive.multiple_results else [results]
     except _Unknown as e:
       results = [{"reason": e.reason}] * count
-    outs = [self._finish(r, d) for r, d in zip(results, deps, strict=False)]
+    outs = [
+      dataclasses.replace(self._finish(r, d), approx=approx)
+      for r, d in zip(results, deps, strict=False)
+    ]
     return outs if eqn.primitive.multiple_results else outs[0]
 
   def _finish(self, result: dict[str, Any], deps: np.ndarray) -> Hom:
@@ -559,6 +744,12 @@ class HomogeneityDomain:
     if h.deg == 1 and not h.elin and h.elementwise(self.shape):
       h = dataclasses.replace(h, elin=True)  # an elementwise degree-1 function
     return h
+
+
+def unknown(shape: tuple[int, ...], reason: str) -> Hom:
+  """Nothing known: every output may depend on every input."""
+  n = int(np.prod(shape, dtype=np.int64))
+  return Hom(deps=np.ones((*shape, n), dtype=bool), reason=reason, approx="the algebra")
 
 
 def analyse(jaxpr: core.Jaxpr, consts: list[Any], shape: tuple[int, ...]) -> Hom:

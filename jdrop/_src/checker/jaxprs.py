@@ -7,6 +7,12 @@ environment from variables to domain values, recurses into the call-like
 primitives that ``jit``, ``jax.nn``, ``jnp`` and Flax emit (``jit``,
 ``custom_jvp_call``, ``custom_vjp_call``, ``closed_call``, ``remat``), and asks
 the domain what to do with a primitive that has no rule: never a silent pass.
+
+Loops with a trip count the domain can see are unrolled: ``scan`` (its length is
+static; ``fori_loop`` with constant bounds becomes one) and ``while`` (whose
+predicate the domain must decide at every step, as for ``cond``), up to
+:data:`MAX_UNROLL` iterations. A loop past that bound, or one whose predicate is
+not known, goes to the domain's ``missing``, like a primitive without a rule.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 from typing import Protocol
 
+import jax
 import numpy as np
 from jax.extend import core
 
 Rule = Callable[..., Any]
+MAX_UNROLL = 256  # iterations of a `scan` or `while` the interpreter unrolls
 
 # Primitives that only call a sub-jaxpr on their operands (the operands map one
 # to one onto the sub-jaxpr's inputs). Their sub-jaxpr lives under one of these
@@ -61,6 +69,24 @@ class Domain(Protocol):
   def missing(self, eqn: core.JaxprEqn, inputs: Sequence[Any]) -> list[Any]:
     """Output values for a primitive without a rule (an "unknown" or an error)."""
 
+  def take(self, value: Any, i: int) -> Any:
+    """Row ``i`` of ``value`` along its leading axis (a ``scan`` over ``xs``)."""
+
+  def stack(self, values: Sequence[Any], aval: Any) -> Any:
+    """The rows ``values`` stacked along a new leading axis (a ``scan``'s ``ys``)."""
+
+
+def concrete(value: Any) -> Any:
+  """A constant as a NumPy array; PRNG key arrays (whose dtype NumPy has no
+  equivalent of) stay JAX arrays, to be passed to JAX's own primitives."""
+  if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended):
+    return value
+  return np.asarray(value)
+
+
+def is_key(value: Any) -> bool:
+  return isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended)
+
 
 def callee(
   eqn: core.JaxprEqn, domain: Domain | None = None, inputs: Sequence[Any] = ()
@@ -97,7 +123,7 @@ def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Seq
     return env[var]
 
   for var, value in zip(jaxpr.constvars, consts, strict=False):
-    env[var] = domain.constant(np.asarray(value))
+    env[var] = domain.constant(concrete(value))
   for var, value in zip(jaxpr.invars, args, strict=False):
     env[var] = value
   for eqn in jaxpr.eqns:
@@ -106,6 +132,8 @@ def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Seq
     if sub is not None:
       operands = inputs[1:] if eqn.primitive.name == "cond" else inputs
       outputs = evaluate(domain, sub[0], sub[1], operands)
+    elif eqn.primitive.name in LOOPS:
+      outputs = LOOPS[eqn.primitive.name](domain, eqn, inputs)
     else:
       rule = domain.rule(eqn)
       if rule is None:
@@ -118,6 +146,57 @@ def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Seq
       if not isinstance(var, core.DropVar):
         env[var] = value
   return [read(v) for v in jaxpr.outvars]
+
+
+def _scan(domain: Domain, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
+  """A ``scan`` unrolled: the body run ``length`` times (``reverse`` walks xs backwards)."""
+  p = eqn.params
+  length, consts_n, carry_n = p["length"], p["num_consts"], p["num_carry"]
+  body = p["jaxpr"]
+  consts = inputs[:consts_n]
+  carry, xs = inputs[consts_n : consts_n + carry_n], inputs[consts_n + carry_n :]
+  ys_avals = [v.aval for v in eqn.outvars[carry_n:]]
+  if length > MAX_UNROLL or ((xs or ys_avals) and not _can_slice(domain)):
+    return domain.missing(eqn, inputs)
+  rows: list[list[Any]] = []
+  order = range(length - 1, -1, -1) if p.get("reverse") else range(length)
+  for i in order:
+    row = [domain.take(x, i) for x in xs]
+    outs = evaluate(domain, body.jaxpr, body.consts, [*consts, *carry, *row])
+    carry, ys = list(outs[:carry_n]), outs[carry_n:]
+    rows.append(ys)
+  if p.get("reverse"):
+    rows.reverse()
+  stacked = [domain.stack([row[k] for row in rows], aval) for k, aval in enumerate(ys_avals)]
+  return [*carry, *stacked]
+
+
+def _can_slice(domain: Domain) -> bool:
+  return callable(getattr(domain, "take", None)) and callable(getattr(domain, "stack", None))
+
+
+def _while(domain: Domain, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
+  """A ``while`` unrolled while the domain decides its predicate (at most MAX_UNROLL times)."""
+  p = eqn.params
+  cond_n, body_n = p["cond_nconsts"], p["body_nconsts"]
+  cond_consts, body_consts = inputs[:cond_n], inputs[cond_n : cond_n + body_n]
+  carry = inputs[cond_n + body_n :]
+  cond, body = p["cond_jaxpr"], p["body_jaxpr"]
+  for _ in range(MAX_UNROLL + 1):
+    (pred,) = evaluate(domain, cond.jaxpr, cond.consts, [*cond_consts, *carry])
+    go = domain.index(pred)
+    if go is None:
+      return domain.missing(eqn, inputs)
+    if not go:
+      return list(carry)
+    carry = evaluate(domain, body.jaxpr, body.consts, [*body_consts, *carry])
+  return domain.missing(eqn, inputs)
+
+
+LOOPS: dict[str, Callable[[Domain, core.JaxprEqn, list[Any]], list[Any]]] = {
+  "scan": _scan,
+  "while": _while,
+}
 
 
 def primitive_names(jaxpr: core.Jaxpr) -> set[str]:
@@ -145,7 +224,7 @@ def structural_indices(eqn: core.JaxprEqn, shapes: Sequence[tuple[int, ...] | No
   import jax.numpy as jnp
 
   args, start = [], 0
-  for shape, value in zip(shapes, inputs, strict=False):
+  for shape, value in zip(shapes, inputs, strict=True):
     if shape is None:
       args.append(jnp.asarray(value))
     else:
@@ -180,16 +259,31 @@ STRUCTURAL = frozenset(
     "broadcast_in_dim",
     "concatenate",
     "dynamic_slice",
+    "dynamic_update_slice",
     "expand_dims",
     "gather",
     "pad",
     "reshape",
     "rev",
+    "scatter",
     "slice",
     "split",
     "squeeze",
+    "stack",
     "transpose",
   }
 )
-# The operands of a structural primitive that carry data (the rest are indices).
-DATA_OPERANDS = {"dynamic_slice": 1, "gather": 1}
+
+
+def data_operands(eqn: core.JaxprEqn) -> tuple[int, ...]:
+  """The positions of a structural primitive's operands that carry data (the
+  rest are indices, which must be known for the data movement to be)."""
+  n = len(eqn.invars)
+  name = eqn.primitive.name
+  if name in ("dynamic_slice", "gather"):
+    return (0,)
+  if name == "dynamic_update_slice":
+    return (0, 1)
+  if name == "scatter":  # operand, indices, updates
+    return (0, 2)
+  return tuple(range(n))

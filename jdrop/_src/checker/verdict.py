@@ -199,12 +199,18 @@ class FloatFinding:
 
   backend: str
   dtypes: tuple[DtypeFinding, ...]
+  note: str = ""  # why the comparison was skipped, when ``dtypes`` is empty
 
   def __str__(self) -> str:
+    if not self.dtypes:
+      return f"skipped: {self.note}"
     return f"on {self.backend} under jit: " + "; ".join(str(d) for d in self.dtypes)
 
   def to_dict(self) -> dict[str, Any]:
-    return {"backend": self.backend, "dtypes": [d.to_dict() for d in self.dtypes]}
+    out = {"backend": self.backend, "dtypes": [d.to_dict() for d in self.dtypes]}
+    if self.note:
+      out["note"] = self.note
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
