@@ -37,6 +37,7 @@ from jdrop._src.checker import balls
 from jdrop._src.checker import homogeneity
 from jdrop._src.checker import jaxprs
 from jdrop._src.checker import piecewise
+from jdrop._src.checker import polynomial
 from jdrop._src.checker.verdict import Counterexample
 from jdrop._src.checker.verdict import Finding
 from jdrop._src.checker.verdict import Verdict
@@ -51,9 +52,15 @@ SEARCH_BUDGET = 2000
 SEARCH_RATES = (0.5, 0.25, 0.75, 0.1, 0.9)  # tried in this order when rate=None
 # Scalars tried as inputs when no engine gives better candidates: both signs,
 # every magnitude that activations treat differently, all exact in float32.
+# Then magnitudes far from 1 (``x * tanh(1e6 x)`` has its feature near 1e-6), each a
+# power of 2 or a float32 decimal, also exact.
 SEARCH_VALUES = tuple(
   s * v
-  for v in (1.0, 2.0, 0.5, 3.0, 0.25, 5.0, 0.125, 10.0, 1.5, 0.75, 100.0, 2.0**-10, 7.0, 30.0)
+  for v in (
+    *(1.0, 2.0, 0.5, 3.0, 0.25, 5.0, 0.125, 10.0, 1.5, 0.75, 100.0, 2.0**-10, 7.0, 30.0),
+    *(2.0**-20, 2.0**20, 2.0**-14, 2.0**14, 2.0**-30, 2.0**30, 2.0**-40, 2.0**40),
+    *(float(np.float32(1e-6)), float(np.float32(1e-3)), 1e3, 1e6, 2.0**-60, 2.0**60),
+  )
   for s in (1.0, -1.0)
 )
 
@@ -421,15 +428,17 @@ def _search_inputs(shape: tuple[int, ...], elementwise: bool) -> list[np.ndarray
 
 
 def _search_masks(shape: tuple[int, ...], elementwise: bool) -> list[np.ndarray]:
+  """All kept; for a non-elementwise f also each unit dropped alone, each unit kept
+  alone, every other unit dropped (both phases) and all dropped."""
   kept = np.ones(shape, dtype=bool)
   if elementwise:
     return [kept]  # each unit is its own experiment: all kept covers every unit
-  masks = [kept]
-  for i in range(math.prod(shape)):
-    one_dropped = kept.copy().ravel()
-    one_dropped[i] = False
-    masks.append(one_dropped.reshape(shape))
-  return masks
+  n = math.prod(shape)
+  eye = np.eye(n, dtype=bool)
+  alternate = np.arange(n) % 2 == 0
+  flat = [np.ones(n, bool), *~eye, *eye, alternate, ~alternate, np.zeros(n, bool)]
+  unique = {m.tobytes(): m for m in flat}  # n = 1 or 2 repeats some
+  return [m.reshape(shape) for m in unique.values()]
 
 
 # --- the decisions ----------------------------------------------------------------
@@ -455,6 +464,14 @@ def _float_candidates(ts: Sequence[Fraction], keep: Callable[[Fraction], bool]) 
   return out
 
 
+_POLY_METHOD = "exact polynomial normal form"
+
+
+def _powers(poly: dict[int, np.ndarray] | None) -> set[int] | None:
+  """The powers of x with a non-zero coefficient, when f is a polynomial in x."""
+  return None if poly is None else set(poly)
+
+
 def _decide_pathwise(
   f: _Function,
   hom: homogeneity.Hom,
@@ -463,6 +480,7 @@ def _decide_pathwise(
   rate: float | None,
   elementwise: bool,
   shape: tuple[int, ...],
+  poly: dict[int, np.ndarray] | None = None,
 ) -> Finding:
   if hom.is_const and homogeneity._is_zero(hom.const):
     return Finding("proved", "homogeneity algebra", "f is identically 0")
@@ -478,6 +496,13 @@ def _decide_pathwise(
       "proved",
       "exact piecewise-linear analysis",
       "f(t) = a max(t, 0) + b min(t, 0) exactly at every position, so f(m x / q) = m f(x) / q",
+    )
+  if elementwise and _powers(poly) is not None and _powers(poly) <= {1}:
+    what = "f(t) = c t exactly at every position" if _powers(poly) else "f is identically 0"
+    return Finding(
+      "proved",
+      _POLY_METHOD,
+      f"{what} (its subterms cancel), so f(m x / q) = m f(x) / q",
     )
   reason = _why_not_proved(hom, elementwise, "pathwise")
   # A dropped unit: f(0) must be 0.
@@ -546,13 +571,17 @@ def _why_not_proved(hom: homogeneity.Hom, elementwise: bool, mode: str) -> str:
     if hom.approx:  # the dependence went through a step without a dependence rule
       why = hom.reason if hom.deg is None and hom.reason else f"no rule for `{hom.approx}`"
       return f"f is not known to be elementwise ({why}), so it is not proved"
-    return "f is not elementwise (an output depends on other inputs), so it is never proved"
+    return (
+      "f is not shown to be elementwise (an output may depend on other inputs), so it is not proved"
+    )
   if hom.is_const:
-    return "f is a non-zero constant"
+    if not homogeneity.finite_constant(hom):
+      return "f is a constant that is not a finite real number (inf or NaN)"
+    return "f is a constant not shown to be 0"
   if hom.deg is None:
     return hom.reason
   if hom.offset is not None:
-    return "f = c + h(x) with a non-zero constant c"
+    return "f = c + h(x) with a constant c not shown to be 0"
   if hom.deg != 1:
     return f"f is positively homogeneous of degree {hom.deg}, not 1"
   return "f is positively homogeneous of degree 1 but not a linear map of elementwise terms"
@@ -584,8 +613,9 @@ def _decide_expectation(
   rate: float | None,
   elementwise: bool,
   shape: tuple[int, ...],
+  poly: dict[int, np.ndarray] | None = None,
 ) -> Finding:
-  if hom.is_const:
+  if hom.is_const and homogeneity.finite_constant(hom):
     return Finding("proved", "homogeneity algebra", "f is constant")
   if hom.deg == 1 and hom.elin:
     return Finding(
@@ -599,6 +629,12 @@ def _decide_expectation(
       "proved",
       "exact piecewise-linear analysis",
       "f(t) - f(0) = a max(t, 0) + b min(t, 0) exactly, so E f(D(x)) = f(x)",
+    )
+  if elementwise and _powers(poly) is not None and _powers(poly) <= {0, 1}:
+    return Finding(
+      "proved",
+      _POLY_METHOD,
+      "f(t) = c + d t exactly at every position (its subterms cancel), so E f(D(x)) = f(x)",
     )
   reason = _why_not_proved(hom, elementwise, "expectation")
   if not elementwise and math.prod(shape) > MAX_MASK_ENUMERATION:
@@ -703,16 +739,24 @@ def check(
         lambda why: None,
         expected=piecewise.NotPiecewiseLinear,
       )
+    poly = None
+    if elementwise and pl is None:
+      poly = _guarded(
+        "polynomial normal form",
+        lambda: polynomial.coefficients(polynomial.analyse(closed.jaxpr, closed.consts, shape)),
+        lambda why: None,
+        expected=polynomial.NotPolynomial,
+      )
     evaluate = _Function(closed, shape, elementwise)
     f0 = evaluate(_ball_vector(np.zeros(shape)))
     pathwise = _guarded(
       "pathwise search",
-      lambda: _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape),
+      lambda: _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape, poly),
       lambda why: Finding("unknown", "no engine decided", why),
     )
     expectation = _guarded(
       "expectation search",
-      lambda: _decide_expectation(evaluate, hom, pl, rate, elementwise, shape),
+      lambda: _decide_expectation(evaluate, hom, pl, rate, elementwise, shape, poly),
       lambda why: Finding("unknown", "no engine decided", why),
     )
     pathwise, expectation = (_with_failure(v, evaluate.failure) for v in (pathwise, expectation))

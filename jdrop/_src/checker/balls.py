@@ -91,6 +91,42 @@ def midpoints(values: np.ndarray) -> np.ndarray:
   return np.array(flat, dtype=np.float64).reshape(np.shape(values))
 
 
+def infinities(values: Any) -> np.ndarray:
+  """Float64 values of exact balls: ``±inf`` for the exact infinities, NaN for a ball
+  that is not an exact float (a NaN literal, an undefined result, a wide ball)."""
+  flat = [float(b.mid()) if b.is_exact() else math.nan for b in balls(values).ravel()]
+  return np.array(flat, dtype=np.float64).reshape(np.shape(values))
+
+
+_NUMPY_COMPARISONS = {
+  "lt": np.less,
+  "le": np.less_equal,
+  "gt": np.greater,
+  "ge": np.greater_equal,
+  "eq": np.equal,
+  "ne": np.not_equal,
+}
+
+
+def against_infinities(
+  name: str, infinities: np.ndarray, constant_first: bool, shape: tuple[int, ...]
+) -> np.ndarray | None:
+  """A comparison (or ``max``/``min``) of any real number with exact infinities, when
+  it does not depend on the real: ``h < inf`` holds and ``h == -inf`` fails for every
+  real ``h`` (NumPy's answer for a finite stand-in, 0). ``None`` where it does
+  depend (``max(h, -inf)`` is ``h``: returned as ``None`` too) or is undefined (NaN)."""
+  if name not in _NUMPY_COMPARISONS or not np.all(np.isinf(infinities)):
+    return None
+  pair = (infinities, np.zeros(())) if constant_first else (np.zeros(()), infinities)
+  return np.broadcast_to(_NUMPY_COMPARISONS[name](*pair), shape).copy()
+
+
+def neutral(name: str, infinities: np.ndarray) -> bool:
+  """``max(h, -inf) = h`` and ``min(h, inf) = h`` for every real ``h``."""
+  value = {"max": -np.inf, "min": np.inf}.get(name)
+  return value is not None and bool(np.all(infinities == value))
+
+
 def bounds(ball: arb) -> tuple[float, float]:
   """Floats ``(lo, hi)`` with ``lo <= ball <= hi``, rounded outward."""
   lo = math.nextafter(float(ball.lower()), -math.inf)
@@ -420,6 +456,7 @@ RULES[prims.select_n_p] = _select_n
 
 def _convert(eqn: core.JaxprEqn, x: Any) -> np.ndarray:
   new = np.dtype(eqn.params["new_dtype"])
+  _require(not jnp.issubdtype(new, jnp.complexfloating), "complex values")
   if jnp.issubdtype(new, jnp.floating):
     return balls(x)
   if not is_ball_array(x):
@@ -633,11 +670,27 @@ def _concrete(eqn: core.JaxprEqn, *inputs: Any) -> Any:
   return jaxprs.concrete(outs)
 
 
+def _is_float(var: Any) -> bool:
+  dtype = var.aval.dtype
+  return not jaxprs.is_key_dtype(dtype) and bool(jnp.issubdtype(dtype, jnp.inexact))
+
+
+def _exact_unless_balls(rule: Callable[..., Any], eqn: core.JaxprEqn, *inputs: Any) -> Any:
+  """A step with integer or boolean outputs runs exactly in JAX unless a ball is
+  among its inputs (``cumsum`` of integers must stay integers)."""
+  if any(is_ball_array(v) for v in inputs):
+    return rule(eqn, *inputs)
+  return _concrete(eqn, *inputs)
+
+
 class BallDomain:
   """The interpreter's domain for certified evaluation."""
 
   def rule(self, eqn: core.JaxprEqn) -> Callable[..., Any] | None:
-    return RULES.get(eqn.primitive)
+    rule = RULES.get(eqn.primitive)
+    if rule is None or any(_is_float(v) for v in eqn.outvars):
+      return rule
+    return functools.partial(_exact_unless_balls, rule)
 
   def literal(self, value: Any, aval: Any) -> Any:
     return self.constant(jaxprs.concrete(value))

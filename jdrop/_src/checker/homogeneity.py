@@ -88,6 +88,11 @@ def _zero_const(h: Hom) -> bool:
   return h.is_const and _is_zero(h.const)
 
 
+def finite_constant(h: Hom) -> bool:
+  """``h`` is a constant whose every entry is a real number."""
+  return h.is_const and _finite_const(h)
+
+
 def _finite_const(h: Hom) -> bool:
   """A constant whose every entry is a real number (integers, booleans and keys are)."""
   if not balls.is_ball_array(h.const):
@@ -127,11 +132,11 @@ def _homogeneous(
 def _plain(h: Hom, what: str) -> Fraction:
   """The degree of a non-constant value with no offset (else unknown)."""
   if h.is_const:
-    raise _Unknown(f"{what} of a function of x and a non-zero constant")
+    raise _Unknown(f"{what} of a function of x and a constant not shown to be 0")
   if h.deg is None:
     raise _Unknown(h.reason)
   if h.offset is not None:
-    raise _Unknown(f"{what} of an affine function c + h(x) with c != 0")
+    raise _Unknown(f"{what} of an affine function c + h(x) with c not shown to be 0")
   return h.deg
 
 
@@ -289,41 +294,32 @@ def _sign(eqn: core.JaxprEqn, a: Hom):
 
 
 _NONFINITE = "{what} a constant that is not a finite real number (inf or NaN)"
-_NUMPY_COMPARISONS = {
-  "lt": np.less,
-  "le": np.less_equal,
-  "gt": np.greater,
-  "ge": np.greater_equal,
-  "eq": np.equal,
-  "ne": np.not_equal,
-}
 
 
 def _with_nonfinite(eqn: core.JaxprEqn, inputs: tuple[Hom, ...]):
   """A step where a function of x meets a constant inf or NaN.
 
-  Over the reals only a few such steps are defined, and these are decided here:
-  a comparison of a real-valued ``h`` with constants that are all non-finite
-  (``h < inf`` holds and ``h == nan`` fails whatever the real ``h``: the answer is
-  what NumPy gives for any finite stand-in, here 0), ``max(h, -inf) = h``,
+  Over the (extended) reals only a few such steps are defined, and these are
+  decided here: a comparison of a real-valued ``h`` with constants that are all
+  exact infinities (``h < inf`` holds and ``h == -inf`` fails whatever the real
+  ``h``: the answer is what NumPy gives for any finite stand-in, here 0; a NaN is
+  no number, and decides nothing), ``max(h, -inf) = h``,
   ``min(h, inf) = h``, and a ``select`` whose known index never picks the
   non-finite case. Everything else is unknown: ``x * inf`` and ``0 * nan`` are no
   real numbers, and a value the algebra describes is a real number everywhere.
   """
   name = eqn.primitive.name
-  if name in _NUMPY_COMPARISONS or name in ("max", "min"):
-    (h,) = [v for v in inputs if not v.is_const] or [None]
-    (c,) = [v for v in inputs if v.is_const] or [None]
-    if h is not None and c is not None and h.is_known:
-      values = balls.midpoints(balls.balls(c.const))
-      if not np.any(np.isfinite(values)):
-        if name in _NUMPY_COMPARISONS:
-          stand_in = [values if v is c else np.zeros(()) for v in inputs]
-          decided = _NUMPY_COMPARISONS[name](*stand_in)
-          return {"const": np.broadcast_to(decided, eqn.outvars[0].aval.shape).copy()}
-        neutral = -np.inf if name == "max" else np.inf
-        if np.all(values == neutral) and h.shape == tuple(eqn.outvars[0].aval.shape):
-          return _carry(h)
+  shape = tuple(eqn.outvars[0].aval.shape)
+  if len(inputs) == 2 and sum(v.is_const for v in inputs) == 1:
+    (h,) = [v for v in inputs if not v.is_const]
+    (c,) = [v for v in inputs if v.is_const]
+  if len(inputs) == 2 and sum(v.is_const for v in inputs) == 1 and h.is_known:
+    values = balls.infinities(c.const)  # NaN (undefined) is neither, and decides nothing
+    decided = balls.against_infinities(name, values, inputs[0] is c, shape)
+    if decided is not None:
+      return {"const": decided}
+    if balls.neutral(name, values) and h.shape == shape:
+      return _carry(h)
   if name == "select_n":
     return RULES["select_n"](eqn, *inputs)
   raise _Unknown(_NONFINITE.format(what=f"`{name}` of a function of x and"))
@@ -358,6 +354,9 @@ def _select_n(eqn: core.JaxprEqn, which: Hom, *cases: Hom):
 
 @_rule("integer_pow")
 def _integer_pow(eqn: core.JaxprEqn, a: Hom):
+  if eqn.params["y"] == 0:  # x**0 is 1, at 0 too (integer_pow's convention)
+    _carry(a)
+    return {"const": balls.balls(np.ones(eqn.outvars[0].aval.shape))}
   return _power(a, Fraction(eqn.params["y"]))
 
 
@@ -638,7 +637,63 @@ def _deps(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> tuple[list[np.
     return [pool[i] for i in jaxprs.structural_indices(eqn, where, rest)], ""
   if name in _REDUCTIONS and len(inputs) == 1:
     return [inputs[0].deps.any(axis=tuple(eqn.params["axes"]))], ""
+  if all(h.is_const for h in inputs):  # iota, constants: depend on nothing
+    return [np.zeros((*s, n), dtype=bool) for s in shapes], ""
+  if name in _SUPPORTED and len(shapes) == 1:
+    support = _support(eqn, inputs, n)
+    if support is not None:
+      return [support], ""
   return _everything(inputs, shapes, n), ("" if name in _MIXING else name)
+
+
+# Sums of products (and running maxima): the inputs an output depends on are those
+# with a non-zero path to it, which the primitive itself computes when run on
+# 0/1 indicators (non-negative, so nothing cancels).
+_SUPPORTED = frozenset(
+  {
+    "conv_general_dilated",
+    "cummax",
+    "cummin",
+    "cumsum",
+    "dot_general",
+    "reduce_window_sum",
+    "scatter-add",
+    "scatter_add",
+  }
+)
+
+
+def _support(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> np.ndarray | None:
+  """Exact dependence of a sum of products, by JAX on indicators (None if it cannot)."""
+  import jax
+
+  data = _data(eqn, len(inputs)) if "scatter" not in eqn.primitive.name else (0, 2)
+  dtypes = [np.dtype(v.aval.dtype) for v in eqn.invars]
+  if any(np.issubdtype(d, np.integer) and d.itemsize < 4 for d in dtypes):
+    return None  # a narrow integer count could wrap to 0
+  may = []  # per operand: where it may be non-zero (or the index values themselves)
+  for i, h in enumerate(inputs):
+    if i not in data:
+      may.append(h.const)
+    elif h.is_const:
+      may.append(np.asarray(balls.infinities(h.const) != 0, dtype=dtypes[i]))
+    else:
+      may.append(np.ones(h.shape, dtype=dtypes[i]))
+  total = np.zeros((n, *eqn.outvars[0].aval.shape), dtype=bool)
+  for k, h in enumerate(inputs):
+    if h.is_const or k not in data:
+      continue
+    indicators = np.moveaxis(h.deps, -1, 0).astype(dtypes[k])
+
+    def run(a, k=k):
+      args = [a if i == k else jax.numpy.asarray(m) for i, m in enumerate(may)]
+      return eqn.primitive.bind(*args, **eqn.params)
+
+    try:
+      total |= np.asarray(jax.vmap(run)(indicators)) != 0
+    except Exception:
+      return None
+  return np.moveaxis(total, 0, -1)
 
 
 def _everything(inputs: Any, shapes: list[tuple[int, ...]], n: int) -> list[np.ndarray]:
@@ -741,9 +796,15 @@ class HomogeneityDomain:
 
   def _finish(self, result: dict[str, Any], deps: np.ndarray) -> Hom:
     h = Hom(deps=np.asarray(deps), **result)
-    if h.deg == 1 and not h.elin and h.elementwise(self.shape):
-      h = dataclasses.replace(h, elin=True)  # an elementwise degree-1 function
+    if h.deg == 1 and not h.elin and h.offset is None and _one_input_each(h.deps):
+      # each element is a degree-1 function g of one input t (so g(0) = 0), and
+      # q g(t/q) + (1 - q) g(0) = g(t): its expectation under dropout is itself
+      h = dataclasses.replace(h, elin=True)
     return h
+
+
+def _one_input_each(deps: np.ndarray) -> bool:
+  return bool(np.all(deps.reshape(-1, deps.shape[-1]).sum(axis=-1) <= 1))
 
 
 def unknown(shape: tuple[int, ...], reason: str) -> Hom:

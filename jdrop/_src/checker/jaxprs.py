@@ -28,7 +28,7 @@ import numpy as np
 from jax.extend import core
 
 Rule = Callable[..., Any]
-MAX_UNROLL = 256  # iterations of a `scan` or `while` the interpreter unrolls
+MAX_UNROLL = 1024  # iterations of a `scan` or `while` the interpreter unrolls
 
 # Primitives that only call a sub-jaxpr on their operands (the operands map one
 # to one onto the sub-jaxpr's inputs). Their sub-jaxpr lives under one of these
@@ -79,13 +79,27 @@ class Domain(Protocol):
 def concrete(value: Any) -> Any:
   """A constant as a NumPy array; PRNG key arrays (whose dtype NumPy has no
   equivalent of) stay JAX arrays, to be passed to JAX's own primitives."""
-  if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended):
+  if is_key(value):
     return value
   return np.asarray(value)
 
 
+def literal_value(var: core.Literal) -> Any:
+  """A literal at the value the program computes with: its aval's dtype. A weak-typed
+  Python float stays in the jaxpr as a float64 (``TypedFloat``) even where it stands
+  for a float32: 0.1 must be read as float32's 0.1, and 1e-50 as 0."""
+  dtype = getattr(var.aval, "dtype", None)
+  if dtype is None or is_key_dtype(dtype):
+    return var.val
+  return np.asarray(var.val, dtype=dtype)
+
+
 def is_key(value: Any) -> bool:
-  return isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.extended)
+  return isinstance(value, jax.Array) and is_key_dtype(value.dtype)
+
+
+def is_key_dtype(dtype: Any) -> bool:
+  return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.extended))
 
 
 def callee(
@@ -119,7 +133,7 @@ def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Seq
 
   def read(var: Any) -> Any:
     if isinstance(var, core.Literal):
-      return domain.literal(var.val, var.aval)
+      return domain.literal(literal_value(var), var.aval)
     return env[var]
 
   for var, value in zip(jaxpr.constvars, consts, strict=False):

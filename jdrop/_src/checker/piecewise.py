@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable
 from fractions import Fraction
@@ -342,7 +343,21 @@ def _logic(eqn: core.JaxprEqn, *args: PL) -> PL:
 
 @_rule("integer_pow")
 def _integer_pow(eqn: core.JaxprEqn, a: PL) -> PL:
-  y = eqn.params["y"]
+  return _power(a, eqn.params["y"])
+
+
+@_rule("pow")
+def _pow(eqn: core.JaxprEqn, a: PL, b: PL) -> PL:
+  values = {v for piece in (*b.inters, *b.points) for v in np.ravel(piece)}
+  if not b.real or not _constant_on_pieces(b) or len(values) != 1:
+    raise NotPiecewiseLinear("a power whose exponent is not one constant")
+  y = values.pop()
+  if y.denominator != 1:
+    raise NotPiecewiseLinear(f"x**{y}, a non-integer power")
+  return _power(a, int(y))
+
+
+def _power(a: PL, y: int) -> PL:
   if y == 1:
     return a
   if not _constant_on_pieces(a):
@@ -383,21 +398,136 @@ def _is_finite(eqn: core.JaxprEqn, a: PL) -> PL:
   return constant(np.ones(eqn.outvars[0].aval.shape, dtype=bool))
 
 
-@_rule("broadcast_in_dim", "reshape", "squeeze")
-def _same_elements(eqn: core.JaxprEqn, a: PL, *rest: PL) -> PL:
-  shape = tuple(eqn.outvars[0].aval.shape)
-  before = np.shape(a.inters[0])
-  if before != shape and before != () and int(np.prod(before)) != 1:
-    raise NotPiecewiseLinear(f"`{eqn.primitive.name}` that moves elements")
+def _map(f: PL, fn: Callable[[np.ndarray], np.ndarray]) -> PL:
+  """``f`` with ``fn`` applied to every coefficient array (slopes, intercepts, points)."""
+  slopes = None if f.slopes is None else tuple(fn(v) for v in f.slopes)
+  return PL(f.breaks, slopes, tuple(fn(v) for v in f.inters), tuple(fn(v) for v in f.points))
 
-  def shaped(v: Any) -> Any:
-    if v is None:
-      return None
-    return np.broadcast_to(np.reshape(v, () if before != shape else v.shape), shape)
 
-  slopes = None if a.slopes is None else tuple(shaped(s) for s in a.slopes)
-  inters, points = tuple(shaped(i) for i in a.inters), tuple(shaped(p) for p in a.points)
-  return PL(a.breaks, slopes, inters, points)
+def _full(f: PL, shape: tuple[int, ...]) -> PL:
+  return _map(f, lambda v: np.asarray(np.broadcast_to(v, shape), dtype=v.dtype))
+
+
+# The engine analyses g(t) = f(t * ones), which is f's scalar function at every
+# position once the algebra has shown f elementwise: so any data movement and any
+# reduction of the intermediate values is exact (their elements are all functions
+# of the one t), as long as the output is elementwise.
+@_rule(*jaxprs.STRUCTURAL)
+def _move(eqn: core.JaxprEqn, *args: PL) -> Any:
+  data = jaxprs.data_operands(eqn)
+  index_values = []
+  for i, a in enumerate(args):
+    if i in data:
+      index_values.append(None)
+    else:
+      value = _value(a)
+      if value is None:
+        raise NotPiecewiseLinear(f"`{eqn.primitive.name}` at indices that depend on x")
+      index_values.append(value)
+  shapes = [tuple(eqn.invars[i].aval.shape) if i in data else None for i in range(len(args))]
+  operands = _union(*[_full(args[i], shapes[i]) for i in data])
+  if len({o.real for o in operands}) != 1:
+    raise NotPiecewiseLinear(f"`{eqn.primitive.name}` of reals and integers together")
+  fill = jaxprs.fill_value(eqn)
+  outs = []
+  for where in jaxprs.structural_indices(eqn, shapes, index_values):
+    if np.any(where == -1) and not np.isfinite(fill):
+      raise NotPiecewiseLinear("a gather that fills out-of-bounds positions with NaN")
+
+    def pick(arrays: list[np.ndarray], where=where) -> np.ndarray:
+      pool = np.concatenate([*[a.ravel() for a in arrays], np.asarray([Fraction(fill)], object)])
+      return pool[where]
+
+    real = operands[0].real
+    outs.append(
+      PL(
+        operands[0].breaks,
+        tuple(pick([o.slopes[k] for o in operands]) for k in range(len(operands[0].slopes)))
+        if real
+        else None,
+        tuple(pick([o.inters[k] for o in operands]) for k in range(len(operands[0].inters))),
+        tuple(pick([o.points[j] for o in operands]) for j in range(len(operands[0].points))),
+      )
+    )
+  return outs if eqn.primitive.multiple_results else outs[0]
+
+
+@_rule("reduce_max", "reduce_min", "reduce_sum")
+def _reduce(eqn: core.JaxprEqn, a: PL) -> PL:
+  axes = tuple(eqn.params["axes"])
+  full = _full(a, tuple(eqn.invars[0].aval.shape))
+
+  def rows_of(v: np.ndarray) -> np.ndarray:
+    moved = np.moveaxis(v, axes, range(len(axes)))
+    return moved.reshape((-1, *moved.shape[len(axes) :]))
+
+  rows = _map(full, rows_of)
+  count = np.shape(rows.inters[0])[0]
+  if count == 0:
+    raise NotPiecewiseLinear("a reduction over no elements")
+  name = eqn.primitive.name
+  result = _map(rows, lambda v: v[0])
+  for j in range(1, count):
+    row = _map(rows, lambda v, j=j: v[j])
+    if name == "reduce_sum":
+      result = _pointwise(_affine(lambda u, v: u + v), *_union(result, row), real=True)
+    else:
+      result = _decided(result, row, _OPS["max" if name == "reduce_max" else "min"], real=True)
+  return result
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Infinities:
+  """A constant with non-finite entries: it may only be compared with, or be the
+  neutral side of a ``max``/``min`` (see :func:`balls.against_infinities`)."""
+
+  values: np.ndarray
+
+
+def _with_infinities(rule: Callable[..., PL], eqn: core.JaxprEqn, *args: Any) -> PL:
+  special = [a for a in args if isinstance(a, Infinities)]
+  if not special:
+    return rule(eqn, *args)
+  name = eqn.primitive.name
+  if len(args) == 2 and len(special) == 1:
+    from jdrop._src.checker import balls
+
+    (c,) = special
+    (f,) = [a for a in args if a is not c]
+    shape = tuple(eqn.outvars[0].aval.shape)
+    decided = balls.against_infinities(name, c.values, args[0] is c, shape)
+    if decided is not None and f.real:
+      return constant(decided)
+    if balls.neutral(name, c.values) and np.shape(f.inters[0]) == shape:
+      return f
+  raise NotPiecewiseLinear(f"`{name}` of a constant that is not a finite real number")
+
+
+def _value(f: PL) -> np.ndarray | None:
+  """The value of a boolean or integer ``f`` that is one constant, else None."""
+  if f.real:
+    return None
+  first = np.asarray(f.inters[0])
+  if all(np.array_equal(np.asarray(v), first) for v in (*f.inters, *f.points)):
+    return first
+  return None
+
+
+def _integer_step(rule: Callable[..., PL] | None, eqn: core.JaxprEqn, *args: PL) -> Any:
+  """An integer or boolean step on constants, run by JAX; anything else leaves the class."""
+  name = eqn.primitive.name
+  if any(isinstance(a, Infinities) for a in args):
+    raise NotPiecewiseLinear(f"`{name}` of a constant that is not a finite real number")
+  values = [_value(a) for a in args]
+  if any(v is None for v in values) or any(a.real for a in args):
+    why = f"`{name}` of integers" if rule is not None else f"`{name}` is not piecewise linear"
+    raise NotPiecewiseLinear(why)
+  from jdrop._src.checker import balls
+
+  out = balls._concrete(eqn, *values)
+  if eqn.primitive.multiple_results:
+    return [constant(o) for o in out]
+  return constant(out)
 
 
 class PiecewiseDomain:
@@ -406,27 +536,31 @@ class PiecewiseDomain:
   def rule(self, eqn: core.JaxprEqn) -> Callable[..., PL]:
     name = eqn.primitive.name
     rule = RULES.get(name)
-    if rule is None:
-      raise NotPiecewiseLinear(f"`{name}` is not piecewise linear")
     # Integers only enter as select_n's index or through a conversion to float:
-    # integer arithmetic (floor division, bitwise not) is not the reals'.
+    # integer arithmetic (floor division, bitwise not) is not the reals'. On
+    # constants (a loop's counter) it runs exactly, by JAX itself.
     integers = [v for v in eqn.invars if np.issubdtype(v.aval.dtype, np.integer)]
     if name == "select_n":
       integers = [v for v in eqn.invars[1:] if np.issubdtype(v.aval.dtype, np.integer)]
-    if integers and name != "convert_element_type":
-      raise NotPiecewiseLinear(f"`{name}` of integers")
-    return rule
+    if rule is None or (integers and name != "convert_element_type"):
+      return functools.partial(_integer_step, rule)
+    return functools.partial(_with_infinities, rule)
 
   def literal(self, value: Any, aval: Any) -> PL:
-    return constant(np.asarray(value))
+    return self.constant(value)
 
   def index(self, value: PL) -> int | None:
     if value.real or len({int(np.asarray(v)) for v in (*value.inters, *value.points)}) != 1:
       return None
     return int(np.asarray(value.inters[0]))
 
-  def constant(self, value: Any) -> PL:
-    return constant(np.asarray(value))
+  def constant(self, value: Any) -> PL | Infinities:
+    array = jaxprs.concrete(value)
+    if jaxprs.is_key(array):
+      raise NotPiecewiseLinear("a PRNG key")
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+      return Infinities(array.astype(np.float64))
+    return constant(array)
 
   def missing(self, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:  # pragma: no cover
     raise NotPiecewiseLinear(f"`{eqn.primitive.name}` is not piecewise linear")
