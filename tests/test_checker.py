@@ -151,11 +151,14 @@ def test_non_elementwise_functions_are_never_proved_pathwise():
     jnp.cumsum,
     lambda x: x[::-1],
     lambda x: jnp.full_like(x, x.sum()),
-    lambda x: jnp.dot(2 * jnp.eye(4), x),  # elementwise in fact; not shown, so never proved
+    lambda x: jnp.dot(2 * jnp.eye(4) + jnp.eye(4, k=1), x),  # a bidiagonal matrix
   ):
     v = check(f)
     assert v.pathwise.status != "proved", v
     assert v.elementwise is None
+  # a diagonal matrix is elementwise, and the dependence analysis sees it exactly
+  v = check(lambda x: jnp.dot(2 * jnp.eye(4), x))
+  assert v.elementwise and v.pathwise.status == "proved", v
   # ... but linear maps commute in expectation: E f(D(x)) = f(E D(x)) = f(x).
   for f in (lambda x: x - x.mean(), jnp.cumsum, lambda x: jnp.dot(jnp.ones((4, 4)), x)):
     assert check(f).expectation.status == "proved"
