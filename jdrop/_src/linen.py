@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from typing import ClassVar
 
 import flax.errors
 import flax.linen as nn
@@ -80,10 +81,41 @@ def _resolve(
 
 
 # ----------------------------------------------------------------------------
-# The modules.
+# The modules: each names its pure function and the fields it passes on.
 
 
-class Dropout(nn.Module):
+class _Stochastic(nn.Module):
+  """What every module here shares: merge ``deterministic``, find the key, call ``_pure``.
+
+  A subclass sets ``_pure`` (the pure function, called as ``_pure(key, inputs,
+  *positional, rate=..., deterministic=..., **options)``), the names of the fields passed
+  ``_positional`` and as ``_options``, and ``_allow_one`` (whether rate 1 is allowed).
+  """
+
+  _pure: ClassVar[Callable[..., jax.Array]]
+  _positional: ClassVar[tuple[str, ...]] = ()
+  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims",)
+  _allow_one: ClassVar[bool] = True
+
+  def __call__(
+    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
+  ) -> jax.Array:
+    """Applies the module's pure function; ``rng`` overrides the key from ``rng_collection``.
+
+    Args:
+      inputs: the array to apply dropout to.
+      deterministic: merged with the field of the same name (exactly one must be given).
+      rng: a key to use instead of one drawn from ``rng_collection``.
+    """
+    fn = f"jdrop.flax.{type(self).__name__}"
+    deterministic, key = _resolve(self, fn, deterministic, rng, allow_one=self._allow_one)
+    positional = [getattr(self, name) for name in self._positional]
+    options = {name: getattr(self, name) for name in self._options}
+    pure = type(self)._pure
+    return pure(key, inputs, *positional, rate=self.rate, deterministic=deterministic, **options)
+
+
+class Dropout(_Stochastic):
   """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.linen.Dropout``.
 
   Same fields, call signature and rng use as ``flax.linen.Dropout``: for the same rngs the
@@ -109,23 +141,15 @@ class Dropout(nn.Module):
     Array([1., 1., 1.], dtype=float32)
   """
 
+  _pure = staticmethod(_dropout.dropout)
+
   rate: ArrayLike
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
 
-  @nn.compact
-  def __call__(
-    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
-  ) -> jax.Array:
-    """Applies :func:`jdrop.dropout`; ``rng`` overrides the key from ``rng_collection``."""
-    deterministic, key = _resolve(self, "jdrop.flax.Dropout", deterministic, rng)
-    return _dropout.dropout(
-      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
-    )
 
-
-class AlphaDropout(nn.Module):
+class AlphaDropout(_Stochastic):
   """Alpha dropout for SELU networks (:func:`jdrop.alpha_dropout`).
 
   Fields, call signature and rng use as in :class:`Dropout`.
@@ -144,23 +168,15 @@ class AlphaDropout(nn.Module):
     True
   """
 
+  _pure = staticmethod(_dropout.alpha_dropout)
+
   rate: ArrayLike
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
 
-  @nn.compact
-  def __call__(
-    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
-  ) -> jax.Array:
-    """Applies :func:`jdrop.alpha_dropout`; ``rng`` overrides the key from ``rng_collection``."""
-    deterministic, key = _resolve(self, "jdrop.flax.AlphaDropout", deterministic, rng)
-    return _dropout.alpha_dropout(
-      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
-    )
 
-
-class GaussianDropout(nn.Module):
+class GaussianDropout(_Stochastic):
   """Multiplicative gaussian noise with dropout's variance (:func:`jdrop.gaussian_dropout`).
 
   Fields, call signature and rng use as in :class:`Dropout`; ``rate`` must be below 1.
@@ -178,21 +194,16 @@ class GaussianDropout(nn.Module):
     True
   """
 
+  _pure = staticmethod(_dropout.gaussian_dropout)
+  _options = ()
+  _allow_one = False
+
   rate: ArrayLike
   deterministic: bool | None = None
   rng_collection: str = "dropout"
 
-  @nn.compact
-  def __call__(
-    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
-  ) -> jax.Array:
-    """Applies :func:`jdrop.gaussian_dropout`; ``rng`` overrides the key from ``rng_collection``."""
-    fn = "jdrop.flax.GaussianDropout"
-    deterministic, key = _resolve(self, fn, deterministic, rng, allow_one=False)
-    return _dropout.gaussian_dropout(key, inputs, rate=self.rate, deterministic=deterministic)
 
-
-class DropPath(nn.Module):
+class DropPath(_Stochastic):
   """Stochastic depth: drops whole examples along axis 0 (:func:`jdrop.drop_path`).
 
   Fields, call signature and rng use as in :class:`Dropout`. Use it on a residual branch:
@@ -211,20 +222,15 @@ class DropPath(nn.Module):
     True
   """
 
+  _pure = staticmethod(_dropout.drop_path)
+  _options = ()
+
   rate: ArrayLike
   deterministic: bool | None = None
   rng_collection: str = "dropout"
 
-  @nn.compact
-  def __call__(
-    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
-  ) -> jax.Array:
-    """Applies :func:`jdrop.drop_path`; ``rng`` overrides the key from ``rng_collection``."""
-    deterministic, key = _resolve(self, "jdrop.flax.DropPath", deterministic, rng)
-    return _dropout.drop_path(key, inputs, rate=self.rate, deterministic=deterministic)
 
-
-class ActivationDropout(nn.Module):
+class ActivationDropout(_Stochastic):
   """An activation and dropout in a chosen order (:func:`jdrop.activation_dropout`).
 
   ``order="pre"`` computes ``activation(dropout(x))`` ("dense -> dropout -> f"),
@@ -252,25 +258,13 @@ class ActivationDropout(nn.Module):
     True
   """
 
+  _pure = staticmethod(_order.activation_dropout)
+  _positional = ("activation",)
+  _options = ("order", "broadcast_dims")
+
   activation: Callable[[jax.Array], jax.Array] | str
   rate: ArrayLike
   order: str
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
-
-  @nn.compact
-  def __call__(
-    self, inputs: ArrayLike, deterministic: bool | None = None, rng: ArrayLike | None = None
-  ) -> jax.Array:
-    """Applies :func:`jdrop.activation_dropout`; ``rng`` overrides the key from the stream."""
-    deterministic, key = _resolve(self, "jdrop.flax.ActivationDropout", deterministic, rng)
-    return _order.activation_dropout(
-      key,
-      inputs,
-      self.activation,
-      rate=self.rate,
-      order=self.order,
-      broadcast_dims=self.broadcast_dims,
-      deterministic=deterministic,
-    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
+from typing import ClassVar
 
 import jax
 from flax import nnx
@@ -36,17 +37,23 @@ RngsArg = nnx.Rngs | nnx.RngStream | None
 class _Stochastic(nnx.Module):
   """What every module here shares: its rng stream, its mode and how a call finds its key."""
 
-  _allow_one = True  # whether the pure function accepts rate 1
+  # A subclass sets ``_pure`` (the pure function, called as ``_pure(key, inputs,
+  # *positional, rate=..., deterministic=..., **options)``), the attributes passed
+  # ``_positional`` and as ``_options``, and ``_allow_one`` (whether rate 1 is allowed).
+  _pure: ClassVar[Callable[..., jax.Array]]
+  _positional: ClassVar[tuple[str, ...]] = ()
+  _options: ClassVar[tuple[str, ...]] = ()
+  _allow_one: ClassVar[bool] = True
 
   def __init__(
     self,
-    fn: str,
     rate: ArrayLike,
     *,
-    deterministic: bool | None,
-    rng_collection: str,
-    rngs: RngsArg,
+    deterministic: bool | None = False,
+    rng_collection: str = "dropout",
+    rngs: RngsArg = None,
   ) -> None:
+    fn = self._name()
     self.rate = rate
     masks.check_rate(fn, self.rate, allow_one=self._allow_one)  # before the stream is forked
     self.deterministic = deterministic
@@ -106,6 +113,29 @@ class _Stochastic(nnx.Module):
       "Pass rngs=nnx.Rngs(dropout=0) or a key from jax.random.key.",
     )
 
+  def __call__(
+    self,
+    inputs: ArrayLike,
+    *,
+    deterministic: bool | None = None,
+    rngs: RngsArg | jax.Array = None,
+  ) -> jax.Array:
+    """Applies the module's pure function; ``deterministic`` and ``rngs`` override the module's.
+
+    Args:
+      inputs: the array to apply dropout to.
+      deterministic: overrides the module's mode for this call.
+      rngs: an ``nnx.Rngs``, an ``nnx.RngStream`` or a key to use instead of the module's.
+    """
+    deterministic, key = self._resolve(self._name(), deterministic, rngs)
+    positional = [getattr(self, name) for name in self._positional]
+    options = {name: getattr(self, name) for name in self._options}
+    pure = type(self)._pure
+    return pure(key, inputs, *positional, rate=self.rate, deterministic=deterministic, **options)
+
+  def _name(self) -> str:
+    return f"jdrop.nnx.{type(self).__name__}"
+
   def set_view(self, deterministic: bool | None = None) -> None:
     """Used by ``nnx.view``.
 
@@ -116,7 +146,25 @@ class _Stochastic(nnx.Module):
       self.deterministic = deterministic
 
 
-class Dropout(_Stochastic):
+class _Broadcast(_Stochastic):
+  """A module whose mask may be shared along ``broadcast_dims``."""
+
+  _options = ("broadcast_dims",)
+
+  def __init__(
+    self,
+    rate: ArrayLike,
+    *,
+    broadcast_dims: Sequence[int] = (),
+    deterministic: bool | None = False,
+    rng_collection: str = "dropout",
+    rngs: RngsArg = None,
+  ) -> None:
+    self.broadcast_dims = broadcast_dims
+    super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+
+
+class Dropout(_Broadcast):
   """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.nnx.Dropout``.
 
   Same constructor, call signature, mode switching and rng use as ``flax.nnx.Dropout``: for
@@ -145,39 +193,10 @@ class Dropout(_Stochastic):
     Array([1., 1., 1.], dtype=float32)
   """
 
-  def __init__(
-    self,
-    rate: ArrayLike,
-    *,
-    broadcast_dims: Sequence[int] = (),
-    deterministic: bool | None = False,
-    rng_collection: str = "dropout",
-    rngs: RngsArg = None,
-  ) -> None:
-    self.broadcast_dims = broadcast_dims
-    super().__init__(
-      "jdrop.nnx.Dropout",
-      rate,
-      deterministic=deterministic,
-      rng_collection=rng_collection,
-      rngs=rngs,
-    )
-
-  def __call__(
-    self,
-    inputs: ArrayLike,
-    *,
-    deterministic: bool | None = None,
-    rngs: RngsArg | jax.Array = None,
-  ) -> jax.Array:
-    """Applies :func:`jdrop.dropout`; ``deterministic`` and ``rngs`` override the module's."""
-    deterministic, key = self._resolve("jdrop.nnx.Dropout", deterministic, rngs)
-    return _dropout.dropout(
-      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
-    )
+  _pure = staticmethod(_dropout.dropout)
 
 
-class AlphaDropout(_Stochastic):
+class AlphaDropout(_Broadcast):
   """Alpha dropout for SELU networks (:func:`jdrop.alpha_dropout`).
 
   Constructor, call signature and rng use as in :class:`Dropout`.
@@ -197,36 +216,7 @@ class AlphaDropout(_Stochastic):
     True
   """
 
-  def __init__(
-    self,
-    rate: ArrayLike,
-    *,
-    broadcast_dims: Sequence[int] = (),
-    deterministic: bool | None = False,
-    rng_collection: str = "dropout",
-    rngs: RngsArg = None,
-  ) -> None:
-    self.broadcast_dims = broadcast_dims
-    super().__init__(
-      "jdrop.nnx.AlphaDropout",
-      rate,
-      deterministic=deterministic,
-      rng_collection=rng_collection,
-      rngs=rngs,
-    )
-
-  def __call__(
-    self,
-    inputs: ArrayLike,
-    *,
-    deterministic: bool | None = None,
-    rngs: RngsArg | jax.Array = None,
-  ) -> jax.Array:
-    """Applies :func:`jdrop.alpha_dropout`; ``deterministic`` and ``rngs`` override the module's."""
-    deterministic, key = self._resolve("jdrop.nnx.AlphaDropout", deterministic, rngs)
-    return _dropout.alpha_dropout(
-      key, inputs, rate=self.rate, broadcast_dims=self.broadcast_dims, deterministic=deterministic
-    )
+  _pure = staticmethod(_dropout.alpha_dropout)
 
 
 class GaussianDropout(_Stochastic):
@@ -248,34 +238,8 @@ class GaussianDropout(_Stochastic):
     True
   """
 
+  _pure = staticmethod(_dropout.gaussian_dropout)
   _allow_one = False
-
-  def __init__(
-    self,
-    rate: ArrayLike,
-    *,
-    deterministic: bool | None = False,
-    rng_collection: str = "dropout",
-    rngs: RngsArg = None,
-  ) -> None:
-    super().__init__(
-      "jdrop.nnx.GaussianDropout",
-      rate,
-      deterministic=deterministic,
-      rng_collection=rng_collection,
-      rngs=rngs,
-    )
-
-  def __call__(
-    self,
-    inputs: ArrayLike,
-    *,
-    deterministic: bool | None = None,
-    rngs: RngsArg | jax.Array = None,
-  ) -> jax.Array:
-    """Applies :func:`jdrop.gaussian_dropout`; ``deterministic`` and ``rngs`` override."""
-    deterministic, key = self._resolve("jdrop.nnx.GaussianDropout", deterministic, rngs)
-    return _dropout.gaussian_dropout(key, inputs, rate=self.rate, deterministic=deterministic)
 
 
 class DropPath(_Stochastic):
@@ -298,35 +262,10 @@ class DropPath(_Stochastic):
     True
   """
 
-  def __init__(
-    self,
-    rate: ArrayLike,
-    *,
-    deterministic: bool | None = False,
-    rng_collection: str = "dropout",
-    rngs: RngsArg = None,
-  ) -> None:
-    super().__init__(
-      "jdrop.nnx.DropPath",
-      rate,
-      deterministic=deterministic,
-      rng_collection=rng_collection,
-      rngs=rngs,
-    )
-
-  def __call__(
-    self,
-    inputs: ArrayLike,
-    *,
-    deterministic: bool | None = None,
-    rngs: RngsArg | jax.Array = None,
-  ) -> jax.Array:
-    """Applies :func:`jdrop.drop_path`; ``deterministic`` and ``rngs`` override the module's."""
-    deterministic, key = self._resolve("jdrop.nnx.DropPath", deterministic, rngs)
-    return _dropout.drop_path(key, inputs, rate=self.rate, deterministic=deterministic)
+  _pure = staticmethod(_dropout.drop_path)
 
 
-class ActivationDropout(_Stochastic):
+class ActivationDropout(_Broadcast):
   """An activation and dropout in a chosen order (:func:`jdrop.activation_dropout`).
 
   ``order="pre"`` computes ``activation(dropout(x))`` ("dense -> dropout -> f"),
@@ -353,6 +292,10 @@ class ActivationDropout(_Stochastic):
     False
   """
 
+  _pure = staticmethod(_order.activation_dropout)
+  _positional = ("activation",)
+  _options = ("order", "broadcast_dims")
+
   def __init__(
     self,
     activation: Callable[[jax.Array], jax.Array] | str,
@@ -366,30 +309,10 @@ class ActivationDropout(_Stochastic):
   ) -> None:
     self.activation = activation
     self.order = order
-    self.broadcast_dims = broadcast_dims
     super().__init__(
-      "jdrop.nnx.ActivationDropout",
       rate,
+      broadcast_dims=broadcast_dims,
       deterministic=deterministic,
       rng_collection=rng_collection,
       rngs=rngs,
-    )
-
-  def __call__(
-    self,
-    inputs: ArrayLike,
-    *,
-    deterministic: bool | None = None,
-    rngs: RngsArg | jax.Array = None,
-  ) -> jax.Array:
-    """Applies :func:`jdrop.activation_dropout`; ``deterministic`` and ``rngs`` override."""
-    deterministic, key = self._resolve("jdrop.nnx.ActivationDropout", deterministic, rngs)
-    return _order.activation_dropout(
-      key,
-      inputs,
-      self.activation,
-      rate=self.rate,
-      order=self.order,
-      broadcast_dims=self.broadcast_dims,
-      deterministic=deterministic,
     )
