@@ -46,13 +46,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def start(tmp_path: Path, point: str, *args: str, background: bool = False) -> subprocess.Popen:
   """Runs the helper; ``background``: with SIGINT ignored, as a shell's background job."""
+  command = [sys.executable, str(HELPER), point, *args]
+  if background:  # exec keeps an ignored signal ignored
+    ignore = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+    command = [sys.executable, "-c", f"{ignore}; os.execv(sys.argv[1], sys.argv[1:])", *command]
   return subprocess.Popen(
-    [sys.executable, str(HELPER), point, *args],
-    env=env(tmp_path),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-    preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None,
+    command, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
   )
 
 
