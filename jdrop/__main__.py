@@ -1,8 +1,6 @@
 """``python -m jdrop``: see :mod:`jdrop._src.cli`."""
 
-import sys
-
-from jdrop._src.cli import main
+from jdrop._src.cli import entry
 
 if __name__ == "__main__":
-  sys.exit(main())
+  entry()

@@ -101,3 +101,33 @@ def test_module_entry_point():
     check=False,
   )
   assert run.returncode == 0 and "pathwise: proved" in run.stdout
+
+
+@pytest.mark.parametrize("spec", [".cli:main", "..jdrop:check", ".:f", "._src.cli:main"])
+def test_a_relative_import_path_is_one_line_before_anything_is_imported(spec, capsys):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["check", spec])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "an import path must start from a top-level" in err
+  assert err.count("python -m jdrop") == 1
+
+
+def test_check_says_that_it_runs_the_modules_import_time_code(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["check", "--help"])
+  help_text = " ".join(capsys.readouterr().out.split())
+  assert "its import-time code runs" in help_text and "the current folder is on" in help_text
+
+
+def test_check_imports_a_module_from_the_current_folder_and_runs_its_top_level(tmp_path):
+  (tmp_path / "my_acts.py").write_text(
+    "import pathlib\npathlib.Path('imported').write_text('yes')\n"
+    "import jax\ndef act(x):\n  return jax.nn.relu(x)\n"
+  )
+  run = subprocess.run(
+    [sys.executable, "-m", "jdrop", "check", "my_acts:act", "--no-float-level"],
+    capture_output=True, text=True, check=False, cwd=tmp_path, timeout=120,
+  )  # fmt: skip
+  assert run.returncode == 0 and "pathwise: proved" in run.stdout, run.stderr
+  assert (tmp_path / "imported").read_text() == "yes"

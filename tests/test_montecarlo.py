@@ -621,10 +621,10 @@ def test_rendezvous_times_out_instead_of_hanging():
 
 def test_rendezvous_reports_a_busy_port():
   with socket.socket() as busy:
-    busy.bind(("", 0))
+    busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     port = busy.getsockname()[1]
-    with pytest.raises(OSError, match=f"process 0 cannot listen on port {port}"):
+    with pytest.raises(OSError, match=f"process 0 cannot listen on 127.0.0.1:{port}"):
       mc_src.rendezvous(f"127.0.0.1:{port}", num_processes=2, process_id=0, timeout=1.0)
 
 
@@ -687,9 +687,15 @@ def test_mc_writes_the_json_the_issue_specifies(tmp_path, capsys):
   assert run_cli([*argv, "--json", str(path), "--force"]) == 0
 
 
-def test_mc_for_a_non_elementwise_activation_has_no_exact_values(tmp_path, capsys):
+def test_mc_of_a_non_elementwise_activation_enumerates_small_inputs_only(tmp_path, capsys):
   path = tmp_path / "softmax.json"
-  assert run_cli(["mc", "softmax", "--rate", "0.2", "--num-masks", "50", "--json", str(path)]) == 0
+  argv = ["mc", "softmax", "--rate", "0.2", "--num-masks", "20000", "--json", str(path)]
+  assert run_cli(argv) == 0
+  data = json.loads(path.read_text())  # 7 inputs: 2**7 masks, enumerated exactly
+  pre, exact = data["pre"], data["exact"]["pre"]
+  np.testing.assert_allclose(pre["mean"], exact["mean"], atol=5 * max(pre["stderr"]))
+  x = [str(v) for v in range(17)]  # 2**17 masks: no exact values
+  assert run_cli([*argv, "--force", "--num-masks", "50", "--x", *x]) == 0
   assert json.loads(path.read_text())["exact"] is None
   capsys.readouterr()
 
@@ -700,7 +706,7 @@ def test_mc_for_a_non_elementwise_activation_has_no_exact_values(tmp_path, capsy
     (["--rate", "1.5"], "rate must be a drop probability in [0, 1], got '1.5'"),
     (["--num-masks", "0"], "must be a positive integer of at most 2147483647, got '0'"),
     (["--num-masks", "1e3"], "must be a positive integer"),
-    (["--x", "abc"], "argument --x: must be a finite float, got 'abc'"),
+    (["--x", "abc"], "argument --x: must be a finite float32 number"),
     (["--x", "nan"], "must be a finite float"),
     (["--process-id", "0"], "--coordinator, --num-processes and --process-id go together"),
     (
@@ -709,7 +715,7 @@ def test_mc_for_a_non_elementwise_activation_has_no_exact_values(tmp_path, capsy
     ),
     (
       ["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"],
-      "`--coordinator` must be HOST:PORT",
+      "argument --coordinator: must be HOST:PORT",
     ),
     (["--json", "/no/such/folder/x.json"], "the folder /no/such/folder does not exist"),
   ],

@@ -1,20 +1,35 @@
 """The report's orchestration: refusing to overwrite, atomic writes, one-line errors.
 
 The studies themselves are tested in their own files; here fake studies stand in, so
-these tests take milliseconds.
+these tests take milliseconds. Every fault is injected: a folder that appears, fills or
+changes while the studies run, two runs into one folder, a killed run's leftovers, a
+system without ``renameat2``. Signals sent to a real ``python -m jdrop report`` are in
+``test_report_signals.py``.
 """
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import types
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jdrop._src import cli
+from jdrop._src import cli_args
 from jdrop._src import report
 
 
-def fake_study(name, *, fail=False):
+def fake_study(name, *, fail=False, during=None):
+  """A study that writes one figure; ``during(config)`` runs in the middle of ``run``."""
+
   def run(config, *, progress=None):
+    if during is not None:
+      during(config)
     if fail:
       raise RuntimeError(f"{name} failed")
     if progress is not None:
@@ -28,7 +43,15 @@ def fake_study(name, *, fail=False):
   def section(results, figures):
     return f"## {name}\n\n![{name}]({figures[0]})\n"
 
-  return types.SimpleNamespace(DEFAULT=1, FULL=2, run=run, figures=figures, section=section)
+  def with_data(config, path):
+    from jdrop._src.studies import data
+
+    data.load_npz(path)
+    return config
+
+  return types.SimpleNamespace(
+    DEFAULT=1, FULL=2, run=run, figures=figures, section=section, with_data=with_data
+  )
 
 
 @pytest.fixture
@@ -36,6 +59,30 @@ def fakes(monkeypatch):
   studies = {name: fake_study(name) for name in report.STUDIES}
   monkeypatch.setattr(report, "_module", lambda name: studies[name])
   return studies
+
+
+@pytest.fixture(params=["renameat2", "portable"])
+def system(request, monkeypatch):
+  """Every test of the final step runs with Linux's renameat2 and without it (macOS, BSD)."""
+  if request.param == "portable":
+    monkeypatch.setattr(report, "_libc", lambda: None)
+  elif report._libc() is None:
+    pytest.skip("renameat2 is not available here")
+  return request.param
+
+
+def listing(folder: Path) -> list[str]:
+  return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def hidden(parent: Path) -> list[str]:
+  return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def earlier_report(out: Path) -> list[str]:
+  """Writes a report into ``out`` as a previous run would have; returns its listing."""
+  report.build(out, studies=("variance", "selu_depth"))
+  return listing(out)
 
 
 def test_writes_report_figures_and_results(fakes, tmp_path):
@@ -50,33 +97,225 @@ def test_writes_report_figures_and_results(fakes, tmp_path):
   meta = json.loads((out / "results" / "meta.json").read_text())
   assert meta["command"] == "python -m jdrop report --out x" and "jax" in meta["versions"]
   assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary left behind
+  assert ".jdrop-build" not in listing(out)  # the build marker does not stay in the report
+  assert oct(out.stat().st_mode & 0o777) == "0o755"
 
 
 def test_refuses_a_non_empty_directory_without_force(fakes, tmp_path):
   out = tmp_path / "out"
-  out.mkdir()
-  (out / "mine.txt").write_text("keep me")
+  before = earlier_report(out)
   with pytest.raises(ValueError, match="not empty; pass --force"):
     report.build(out, studies=("variance",))
-  assert (out / "mine.txt").read_text() == "keep me"
-  report.build(out, studies=("variance",), force=True)
-  assert not (out / "mine.txt").exists() and (out / "REPORT.md").exists()
+  assert listing(out) == before
 
 
-def test_an_empty_directory_is_fine(fakes, tmp_path):
+@pytest.mark.parametrize(
+  "make, needle",
+  [
+    (lambda out: (out / "thesis.tex").write_text("chapter 1"), "no readable results/meta.json"),
+    (lambda out: (out / "mydata" / "x.csv").write_text("1,2"), "no readable results/meta.json"),
+    (lambda out: (out / "results" / "meta.json").write_text("{not json"), "no readable"),
+    (
+      lambda out: (out / "results" / "meta.json").write_text('{"command": "make all"}'),
+      "a results/meta.json that jdrop did not write",
+    ),
+    (lambda out: (out / "results" / "meta.json").write_text("[1, 2]"), "jdrop did not write"),
+  ],
+)
+def test_force_refuses_a_folder_that_is_not_a_report(fakes, tmp_path, make, needle):
+  out = tmp_path / "out"
+  (out / "results").mkdir(parents=True)
+  (out / "mydata").mkdir()
+  make(out)
+  before = listing(out)
+  with pytest.raises(ValueError, match="--force replaces only an earlier jdrop report") as exc:
+    report.build(out, studies=("variance",), force=True)
+  assert needle in str(exc.value)
+  assert listing(out) == before  # nothing touched, nothing run
+  assert hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+  "add",
+  [
+    lambda out: (out / "thesis.tex").write_text("my thesis"),
+    lambda out: (out / "results" / "notes.txt").write_text("mine"),
+    lambda out: (out / "results" / "deep").mkdir(),
+    lambda out: (out / "figures").mkdir(),
+    lambda out: (out / "link.png").symlink_to(out / "variance.png"),
+    lambda out: (out / "results" / "x.json").symlink_to("/etc/passwd"),
+  ],
+)
+def test_force_refuses_an_earlier_report_with_anything_else_in_it(fakes, tmp_path, add):
+  out = tmp_path / "out"
+  earlier_report(out)
+  add(out)
+  before = listing(out)
+  with pytest.raises(ValueError, match="holds what a report does not write"):
+    report.build(out, studies=("variance",), force=True)
+  assert listing(out) == before
+
+
+def test_force_replaces_an_earlier_report_whole(fakes, tmp_path, system):
+  out = tmp_path / "out"
+  earlier_report(out)
+  (out / ".jdrop-build").write_text("{}")  # the marker a killed run may leave: still a report
+  report.build(out, studies=("uncertainty",), force=True)
+  expected = ["REPORT.md", "results", "results/meta.json", "results/uncertainty.json"]
+  assert listing(out) == sorted([*expected, "uncertainty.png"])
+  assert hidden(tmp_path) == []
+
+
+def test_an_empty_directory_is_fine(fakes, tmp_path, system):
   (tmp_path / "out").mkdir()
   assert report.build(tmp_path / "out", studies=("variance",)).exists()
+  assert hidden(tmp_path) == []
 
 
-def test_a_failing_study_leaves_nothing_half_written(fakes, tmp_path, monkeypatch):
+def test_a_failing_study_leaves_nothing_half_written(fakes, tmp_path):
   out = tmp_path / "out"
-  out.mkdir()
-  (out / "old.txt").write_text("previous report")
+  before = earlier_report(out)
   fakes["selu_depth"] = fake_study("selu_depth", fail=True)
   with pytest.raises(RuntimeError, match="selu_depth failed"):
     report.build(out, studies=("variance", "selu_depth"), force=True)
-  assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+  assert listing(out) == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_interrupt_removes_the_build_and_exits_with_the_signals_status(fakes, tmp_path, capsys):
+  def interrupted(config):
+    raise cli_args.Interrupted(signal.SIGTERM)
+
+  fakes["variance"] = fake_study("variance", during=interrupted)
+  out = tmp_path / "out"
+  assert cli.main(["report", "--out", str(out), "--studies", "variance"]) == 143
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == ["python -m jdrop: interrupted by SIGTERM; nothing half-written was left behind"]
+  assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------
+# --out changes while the studies run: it is left alone, the report goes beside it.
+
+
+def change(fakes, name, what):
+  fakes[name] = fake_study(name, during=lambda config: what())
+
+
+@pytest.mark.parametrize(
+  "what, state",
+  [
+    ("created", None),
+    ("created empty", None),
+    ("created as a file", None),
+    ("filled", "empty"),
+    ("removed", "empty"),
+    ("written into", "report"),
+    ("rewritten", "report"),
+    ("removed", "report"),
+  ],
+)
+def test_out_that_changed_during_the_run_is_left_alone(fakes, tmp_path, system, what, state):
+  out = tmp_path / "out"
+  if state == "empty":
+    out.mkdir()
+  elif state == "report":
+    earlier_report(out)
+
+  def act():
+    if what == "created":
+      out.mkdir()
+      (out / "mine.txt").write_text("keep me")
+    elif what == "created empty":
+      out.mkdir()
+    elif what == "created as a file":
+      out.write_text("a file")
+    elif what == "filled":
+      (out / "mine.txt").write_text("keep me")
+    elif what == "removed":
+      import shutil
+
+      shutil.rmtree(out)
+    elif what == "written into":
+      (out / "notes.txt").write_text("keep me")
+    elif what == "rewritten":
+      (out / "REPORT.md").write_text("my edits, keep them")
+
+  change(fakes, "variance", act)
+  after = {}
+
+  def snapshot(config):
+    after["listing"] = listing(out) if out.is_dir() else out.exists()
+
+  change(fakes, "selu_depth", lambda: snapshot(None))
+  with pytest.raises(report.OutputChanged) as exc:
+    report.build(out, studies=("variance", "selu_depth"), force=state == "report")
+  kept = exc.value.kept
+  assert str(kept) in str(exc.value) and "changed while the report was built" in str(exc.value)
+  assert kept.parent == tmp_path and kept.name.startswith("out.")
+  assert (kept / "REPORT.md").exists() and (kept / "results" / "meta.json").exists()
+  assert ".jdrop-build" not in listing(kept)
+  # out is exactly what the change left.
+  assert (listing(out) if out.is_dir() else out.exists()) == after["listing"]
+  if what in ("created", "filled", "written into"):
+    assert "keep me" in (out / ("notes.txt" if what == "written into" else "mine.txt")).read_text()
+  if what == "rewritten":
+    assert (out / "REPORT.md").read_text() == "my edits, keep them"
+  assert hidden(tmp_path) == []
+
+
+def test_a_report_that_appears_during_the_run_is_not_replaced(fakes, tmp_path, system):
+  """Two runs into one folder: the second to finish keeps the first's report."""
+  out = tmp_path / "out"
+  inner = {}
+
+  def second_run():
+    fakes["variance"] = fake_study("variance")  # no recursion in the inner run
+    inner["path"] = report.build(out, studies=("variance",))
+    inner["listing"] = listing(out)
+
+  change(fakes, "variance", second_run)
+  with pytest.raises(report.OutputChanged) as exc:
+    report.build(out, studies=("variance", "selu_depth"))
+  assert listing(out) == inner["listing"]
+  assert "selu_depth.png" in listing(exc.value.kept)
+
+
+def test_concurrent_runs_into_one_folder_never_clobber_each_other(fakes, tmp_path, system):
+  out = tmp_path / "out"
+  for _ in range(10):
+    barrier = threading.Barrier(2)
+    fakes["variance"] = fake_study("variance", during=lambda config, b=barrier: b.wait(10))
+    outcomes: list = [None, None]
+
+    def run(i, outcomes=outcomes):
+      try:
+        outcomes[i] = report.build(out, studies=("variance",), argv=[f"run {i}"])
+      except report.OutputChanged as err:
+        outcomes[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join(30)
+    placed = [o for o in outcomes if isinstance(o, Path)]
+    moved = [o for o in outcomes if isinstance(o, report.OutputChanged)]
+    assert len(placed) == 1 and len(moved) == 1, outcomes
+    winner = outcomes.index(placed[0])
+    meta = json.loads((out / "results" / "meta.json").read_text())
+    assert meta["command"] == f"python -m jdrop run {winner}"
+    loser = json.loads((moved[0].kept / "results" / "meta.json").read_text())
+    assert loser["command"] == f"python -m jdrop run {1 - winner}"
+    assert hidden(tmp_path) == []
+    import shutil
+
+    shutil.rmtree(out)
+    shutil.rmtree(moved[0].kept)
+
+
+# ----------------------------------------------------------------------------
+# Where --out may not point.
 
 
 @pytest.mark.parametrize(
@@ -84,12 +323,40 @@ def test_a_failing_study_leaves_nothing_half_written(fakes, tmp_path, monkeypatc
   [
     (lambda tmp: tmp / "a-file", "is not a directory"),
     (lambda tmp: tmp / "missing" / "out", "does not exist"),
+    (lambda tmp: "", "is not the name of a folder of its own"),
+    (lambda tmp: ".", "is not the name of a folder of its own"),
+    (lambda tmp: "..", "is not the name of a folder of its own"),
+    (lambda tmp: tmp / "sub" / "..", "is not the name of a folder of its own"),
+    (lambda tmp: tmp / "cwd", "contains the current folder"),
+    (lambda tmp: tmp, "contains the current folder"),
+    (lambda tmp: "/", "is not the name of a folder of its own"),
+    (lambda tmp: tmp / "link", "is a symbolic link"),
   ],
 )
-def test_bad_output_locations(fakes, tmp_path, setup, needle):
+def test_bad_output_locations_are_refused_before_anything_runs(
+  fakes, tmp_path, monkeypatch, setup, needle
+):
   (tmp_path / "a-file").write_text("x")
-  with pytest.raises(ValueError, match=needle):
-    report.build(setup(tmp_path), studies=("variance",))
+  (tmp_path / "cwd").mkdir()
+  (tmp_path / "cwd" / "work.txt").write_text("mine")
+  (tmp_path / "target").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "target")
+  monkeypatch.chdir(tmp_path / "cwd")
+  ran = []
+  fakes["variance"] = fake_study("variance", during=ran.append)
+  before = listing(tmp_path)
+  for force in (False, True):
+    with pytest.raises(ValueError, match=needle):
+      report.build(setup(tmp_path), studies=("variance",), force=force)
+  assert ran == [] and listing(tmp_path) == before
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_an_output_where_no_folder_can_be_made_is_one_line(fakes, capsys):
+  assert cli.main(["report", "--out", "/proc/x", "--studies", "variance"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert "cannot create a folder beside --out /proc/x" in err[0] or "cannot write" in err[0]
 
 
 def test_cli_errors_are_one_line(fakes, tmp_path, capsys):
@@ -97,8 +364,162 @@ def test_cli_errors_are_one_line(fakes, tmp_path, capsys):
   out.mkdir()
   (out / "x").write_text("x")
   assert cli.main(["report", "--out", str(out)]) == 2
+  assert cli.main(["report", "--out", str(out), "--force"]) == 2
   assert cli.main(["report", "--out", str(tmp_path / "new"), "--studies", "nope"]) == 2
+  assert cli.main(["report", "--out", "", "--force"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 2 and "not empty" in err[0] and "unknown study 'nope'" in err[1]
+  assert len(err) == 4, err
+  assert "not empty" in err[0] and "only an earlier jdrop report" in err[1]
+  assert "unknown study 'nope'" in err[2] and "not the name of a folder" in err[3]
+  assert (out / "x").read_text() == "x"
   assert cli.main(["report", "--out", str(tmp_path / "new"), "--studies", "variance"]) == 0
   assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_says_where_the_report_went_when_out_changed(fakes, tmp_path, capsys):
+  out = tmp_path / "out"
+  change(fakes, "variance", lambda: out.mkdir())
+  assert cli.main(["report", "--out", str(out), "--studies", "variance"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "the finished report is in" in err[0], err
+  kept = Path(err[0].rsplit(" ", 1)[1])
+  assert (kept / "REPORT.md").exists() and list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------
+# --data is checked whichever studies run.
+
+
+@pytest.mark.parametrize(
+  "make, needle",
+  [
+    (lambda tmp: tmp / "nonexistent.npz", "must be a readable .npz file"),
+    (lambda tmp: np.savez(tmp / "d.npz", x_train=np.ones((2, 2))) or tmp / "d.npz", "missing"),
+    (
+      lambda tmp: np.savez(
+        tmp / "d.npz", x_train=np.full((2, 2), np.nan), y_train=[0, 1],
+        x_test=np.ones((1, 2)), y_test=[0],
+      ) or tmp / "d.npz",
+      "must be finite",
+    ),
+    (
+      lambda tmp: np.savez(
+        tmp / "d.npz", x_train=np.ones((2, 2)), y_train=[0.5, 1],
+        x_test=np.ones((1, 2)), y_test=[0],
+      ) or tmp / "d.npz",
+      "integer class labels",
+    ),
+    (lambda tmp: (tmp / "d.npz").write_text("not a zip") or tmp / "d.npz", "readable .npz"),
+  ],
+)  # fmt: skip
+@pytest.mark.parametrize("studies", [("variance",), ("selu_depth", "commutation"), ("training",)])
+def test_data_is_checked_before_any_study_runs(fakes, tmp_path, capsys, make, needle, studies):
+  path = make(tmp_path)
+  ran = []
+  for name in report.STUDIES:
+    fakes[name] = fake_study(name, during=ran.append)
+  argv = ["report", "--out", str(tmp_path / "out"), "--data", str(path), "--studies", *studies]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and needle in err[0], err
+  assert ran == [] and not (tmp_path / "out").exists() and hidden(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------
+# Build folders that killed runs left behind.
+
+
+def dead_pid() -> int:
+  child = subprocess.Popen([sys.executable, "-c", "pass"])
+  child.wait()
+  return child.pid
+
+
+def test_stale_build_folders_of_dead_runs_are_removed_and_nothing_else(fakes, tmp_path):
+  dead, alive = dead_pid(), os.getpid()
+  started = report._started(alive)
+
+  def build_folder(name, marker=None, files=()):
+    folder = tmp_path / name
+    folder.mkdir()
+    if marker is not None:
+      (folder / ".jdrop-build").write_text(json.dumps(marker))
+    for f in files:
+      (folder / f).parent.mkdir(parents=True, exist_ok=True)
+      (folder / f).write_text("x")
+    return folder
+
+  host = __import__("socket").gethostname()
+  gone = [
+    build_folder(f".out.jdrop-build-{dead}-a1", {"pid": dead, "host": host}, ["REPORT.md"]),
+    build_folder(f".other.jdrop-build-{dead}-b2", {"pid": dead, "host": host, "started": 1}),
+    build_folder(f".out.jdrop-build-{dead}-c3"),  # killed before writing its marker
+  ]
+  if started is not None:  # a reused pid: the process that holds it started at another time
+    gone.append(build_folder(f".out.jdrop-build-{alive}-d4", {"pid": alive, "started": -5}))
+  old_report = tmp_path / f".out.jdrop-build-{dead}-e5_old"
+  report.build(old_report, studies=("variance",))  # an earlier report swapped out, then killed
+  gone.append(old_report)
+  kept = [
+    build_folder(f".out.jdrop-build-{alive}-f6", {"pid": alive, "host": host, "started": started}),
+    build_folder(f".out.jdrop-build-{dead}-g7", {"pid": dead, "host": "elsewhere"}),
+    build_folder(f".out.jdrop-build-{dead}-h8", None, ["thesis.tex"]),  # unmarked, not a report
+    build_folder(f".out.jdrop-build-{dead}", {"pid": dead, "host": host}),  # not the pattern
+    build_folder(".out.jdrop-build-x-i9", {"pid": dead, "host": host}),
+    build_folder("out.jdrop-build-1-j0", {"pid": dead, "host": host}),  # not hidden
+  ]
+  link = tmp_path / f".out.jdrop-build-{dead}-k1"
+  link.symlink_to(kept[2])
+  kept.append(link)
+  report.build(tmp_path / "out", studies=("variance",))
+  assert [p.name for p in gone if os.path.lexists(p)] == []
+  assert [p.name for p in kept if not os.path.lexists(p)] == []
+  assert (kept[2] / "thesis.tex").read_text() == "x"
+
+
+# ----------------------------------------------------------------------------
+# The final step runs whole.
+
+
+def test_signals_wait_until_the_final_step_is_done():
+  order = []
+  with pytest.raises(cli_args.Interrupted) as exc, cli_args.interrupts():
+    with cli_args.deferred():
+      os.kill(os.getpid(), signal.SIGTERM)
+      os.kill(os.getpid(), signal.SIGINT)  # ignored: one is enough
+      order.append("placed")
+    order.append("not reached")
+  assert order == ["placed"] and exc.value.status == 143
+
+
+def test_a_deferred_signal_does_not_hide_the_blocks_own_error():
+  with pytest.raises(OSError, match="disk full"), cli_args.interrupts():
+    with cli_args.deferred():
+      os.kill(os.getpid(), signal.SIGINT)
+      raise OSError("disk full")
+
+
+def test_a_second_signal_does_not_interrupt_the_clean_up():
+  with pytest.raises(cli_args.Interrupted) as exc, cli_args.interrupts():
+    try:
+      os.kill(os.getpid(), signal.SIGINT)
+    finally:
+      os.kill(os.getpid(), signal.SIGINT)  # ignored: the first one is being handled
+      cleaned = True
+  assert cleaned and exc.value.status == 130
+
+
+def test_signals_outside_interrupts_keep_their_handlers():
+  before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+  with cli_args.interrupts():
+    assert signal.getsignal(signal.SIGTERM) is not before[0]
+  assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+  with cli_args.deferred():  # without interrupts(): nothing to hold back, nothing raised
+    pass
+
+
+@pytest.mark.skipif(not os.path.ismount("/proc"), reason="needs /proc mounted")
+def test_a_mount_point_is_refused(fakes):
+  for force in (False, True):
+    with pytest.raises(ValueError, match="--out /proc is a mount point"):
+      report.build("/proc", studies=("variance",), force=force)

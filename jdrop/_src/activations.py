@@ -413,9 +413,9 @@ def prelu(x: ArrayLike, slope: ArrayLike) -> jax.Array:
 def _rrelu(key: jax.Array, x: jax.Array, lower: ArrayLike, upper: ArrayLike) -> jax.Array:
   # Slopes are drawn and applied in at least float32, so that f16/bf16 inputs do not round
   # the uniform's support; only the product is rounded to the input dtype.
-  dtype = jnp.promote_types(x.dtype, jnp.float32)
+  dtype = masks.compute_dtype(x.dtype)
   slope = jax.random.uniform(key, x.shape, dtype, lower, upper)
-  return jnp.where(x >= 0, x, (slope * x).astype(x.dtype))
+  return jnp.where(x >= 0, x, (slope * x.astype(dtype)).astype(x.dtype))
 
 
 def rrelu(
@@ -764,7 +764,8 @@ def get(name: str, **params: Any) -> Callable[[ArrayLike], jax.Array]:
   :func:`jax.nn.relu`. With parameters it is ``functools.partial(parametric, **params)``,
   where ``parametric`` is the entry's :attr:`Activation.parametric` (e.g. ``get("relu",
   max_value=6.)`` binds :func:`parametric_relu`, ``get("leaky_relu", negative_slope=0.2)``
-  binds :func:`jax.nn.leaky_relu`). Parameter values are checked when the function is called.
+  binds :func:`jax.nn.leaky_relu`). A parameter that takes numbers is refused anything else
+  here; its value (a negative slope, say) is checked when the function is called.
 
   Args:
     name: a canonical name (see :func:`names`) or an alias such as ``"swish"``.
@@ -774,7 +775,7 @@ def get(name: str, **params: Any) -> Callable[[ArrayLike], jax.Array]:
     A function of one array.
 
   Raises:
-    TypeError: if ``name`` is not a str, or a parameter is not accepted.
+    TypeError: if ``name`` is not a str, or a parameter is not accepted or not numbers.
     ValueError: if ``name`` is not registered (the message lists close matches).
 
   Examples:
@@ -802,7 +803,37 @@ def get(name: str, **params: Any) -> Callable[[ArrayLike], jax.Array]:
       errors.short(params[unknown[0]]),
       f"{hint}{entry.name!r} {accepted}.",
     )
+  for param, value in params.items():
+    _check_param(entry, param, value)
   return functools.partial(entry.parametric or entry.fn, **params)
+
+
+def _check_param(entry: Activation, param: str, value: Any) -> None:
+  """A parameter whose default is None or numbers (every one of the built-in activations:
+  a slope, a bool, an axis, a ``where`` mask) must be given None or numbers: anything else
+  would fail later, deep inside JAX. Traced values pass."""
+  signature = inspect.signature(entry.parametric or entry.fn).parameters.get(param)
+  default = None if signature is None else signature.default
+  if value is None or masks.is_traced(value) or not _numeric(default):
+    return
+  if not _numeric(value):
+    raise errors.type_error(
+      _PREFIX + "get",
+      param,
+      f"must be a number, an array of numbers or None (a parameter of {entry.name!r})",
+      errors.short(value),
+      f"Pass e.g. {param}={default!r}, its default.",
+    )
+
+
+def _numeric(value: Any) -> bool:
+  """None, a bool, a number, or an array or sequence of them."""
+  if value is None:
+    return True
+  try:
+    return np.asarray(value).dtype.kind in "biuf"
+  except (TypeError, ValueError):  # a ragged sequence, and the like
+    return False
 
 
 def names() -> tuple[str, ...]:
@@ -830,6 +861,18 @@ def info(name: str) -> Activation:
     ('silu', 'jax.nn', True, ('swish',))
   """
   return _resolve("info", name)
+
+
+def is_elementwise(activation: object) -> bool | None:
+  """What the registry says about ``activation`` (a name, or a registered function itself):
+  whether it is elementwise; None for a name or callable the registry does not know."""
+  if isinstance(activation, str):
+    entry = _ENTRIES.get(_ALIASES.get(activation, activation))
+    return None if entry is None else entry.elementwise
+  for entry in _ENTRIES.values():
+    if entry.fn is activation:
+      return entry.elementwise
+  return None
 
 
 def _add(entry: Activation, *, overwrite: bool, fn: str = "register") -> Activation:

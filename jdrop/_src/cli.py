@@ -19,9 +19,12 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
+from typing import NoReturn
 
 import numpy as np
 
@@ -176,6 +179,17 @@ def render(rows: list[Row], fmt: str) -> str:
   return "\n".join([*lines, "", summary(rows)])
 
 
+def _function(text: str) -> str:
+  """``check``'s argument; a relative import path (``.mod:f``) has no package to start from."""
+  module, colon, _ = text.partition(":")
+  if colon and module.startswith("."):
+    raise argparse.ArgumentTypeError(
+      f"an import path must start from a top-level module, got {text!r}; write it in full,"
+      f" e.g. mypkg{module}:{text.partition(':')[2] or 'attr'}"
+    )
+  return text
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = cli_args.Parser(prog=_PROG, description="Dropout before or after the activation?")
   sub = parser.add_subparsers(dest="command", required=True, parser_class=cli_args.Parser)
@@ -191,8 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
 
-  check = sub.add_parser("check", help="one function's verdict")
-  check.add_argument("function", help="a registry name (gelu) or an import path (pkg.mod:attr)")
+  check = sub.add_parser(
+    "check",
+    help="one function's verdict",
+    description=(
+      "Checks a registry activation, or the function at an import path MODULE:ATTR. The"
+      " module is imported as `import MODULE` would import it (under python -m the current"
+      " folder is on the path), so its import-time code runs; then ATTR is called on traced"
+      " arrays."
+    ),
+  )
+  check.add_argument(
+    "function",
+    type=_function,
+    help="a registry name (gelu) or an absolute import path (pkg.mod:attr)",
+  )
   check.add_argument(
     "--rate", type=cli_args.open_rate, help="one rate instead of every rate in (0, 1)"
   )
@@ -215,35 +242,69 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Runs ``python -m jdrop`` with ``argv``; returns the exit status.
+
+  Every error is one line on stderr: exit status 2 for bad usage, 1 for a failure (a file
+  system or network error), 130 or 143 after SIGINT or SIGTERM (whatever was being written
+  is removed first).
+  """
   args = build_parser().parse_args(argv)
   try:
-    if args.command == "table":
-      rows = build_table(rate=args.rate, float_level=not args.no_float_level)
-      print(render(rows, args.format or "text"))
-    elif args.command == "check":
-      verdict = api.check(
-        args.function,
-        rate=args.rate,
-        shape=None if args.shape is None else tuple(args.shape),
-        float_level=not args.no_float_level,
-      )
-      print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
-    elif args.command == "mc":
-      return cli_mc.run(args)
-    elif args.command == "report":
-      from jdrop._src import report
-
-      path = report.build(
-        args.out,
-        force=args.force,
-        studies=args.studies or report.STUDIES,
-        full=args.full,
-        data=args.data,
-        progress=report.Progress(),
-        argv=argv,
-      )
-      print(f"wrote {path}")
+    with cli_args.interrupts():
+      return _run(args, argv)
+  except cli_args.Interrupted as interrupted:
+    print(
+      f"{_PROG}: interrupted by {interrupted}; nothing half-written was left behind",
+      file=sys.stderr,
+    )
+    return interrupted.status
   except (ValueError, TypeError) as err:
-    print(f"{_PROG}: error: {err}", file=sys.stderr)
+    print(f"{_PROG}: error: {cli_args.one_line(err)}", file=sys.stderr)
     return 2
+  except OSError as err:
+    print(f"{_PROG}: error: {cli_args.one_line(err)}", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+  if args.command == "table":
+    rows = build_table(rate=args.rate, float_level=not args.no_float_level)
+    print(render(rows, args.format or "text"))
+  elif args.command == "check":
+    verdict = api.check(
+      args.function,
+      rate=args.rate,
+      shape=None if args.shape is None else tuple(args.shape),
+      float_level=not args.no_float_level,
+    )
+    print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
+  elif args.command == "mc":
+    return cli_mc.run(args)
+  elif args.command == "report":
+    from jdrop._src import report
+
+    path = report.build(
+      args.out,
+      force=args.force,
+      studies=args.studies or report.STUDIES,
+      full=args.full,
+      data=args.data,
+      progress=report.Progress(),
+      argv=argv,
+    )
+    print(f"wrote {path}")
   return 0
+
+
+def entry() -> NoReturn:
+  """The ``jdrop`` console script and ``python -m jdrop``: :func:`main`, then exit.
+
+  After SIGINT or SIGTERM the process ends at once, without the interpreter's shutdown,
+  during which native threads that are still running (XLA's) can crash it.
+  """
+  status = main()
+  if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)

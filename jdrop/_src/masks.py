@@ -38,6 +38,10 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _KS_PARITY = np.uint32(0x1BD11BDA)
 _MANTISSA_BITS = 23  # float32 uniforms use the top 23 of 32 random bits
 _MAX_FUSED_SIZE = 2**32  # the fused counter is one uint32 word
+# The largest mask (in elements) that XLA compiles: beyond about 2**59 elements, buffer sizes in
+# bytes of the random bits overflow int64 and XLA aborts the process (a C++ fatal error, not an
+# exception); 2**56 leaves room for 8-byte bits (a float64 keep probability under x64).
+MAX_SIZE = 2**56
 
 
 def is_traced(value: Any) -> bool:
@@ -165,7 +169,8 @@ def invalid_rate(rate: ArrayLike, *, allow_one: bool = True) -> jax.Array | None
 
 
 def check_shape(fn: str, shape: Any) -> tuple[int, ...]:
-  """Returns ``shape`` as a tuple of non-negative Python ints, or raises."""
+  """Returns ``shape`` as a tuple of non-negative Python ints of at most :data:`MAX_SIZE`
+  elements, or raises."""
   if isinstance(shape, (int, np.integer)) and not isinstance(shape, (bool, np.bool_)):
     shape = (shape,)
   if not isinstance(shape, Sequence) or isinstance(shape, str):
@@ -195,11 +200,30 @@ def check_shape(fn: str, shape: Any) -> tuple[int, ...]:
         "Pass non-negative sizes, for example shape=(32, 128).",
       )
     dims.append(operator.index(dim))
+  if math.prod(max(d, 1) for d in dims) > MAX_SIZE:
+    raise errors.value_error(
+      fn,
+      "shape",
+      f"must have at most 2**{MAX_SIZE.bit_length() - 1} elements (what XLA can compile)",
+      tuple(dims),
+      "Draw the mask in smaller blocks, e.g. one per example with jax.vmap over keys.",
+    )
   return tuple(dims)
 
 
 # ----------------------------------------------------------------------------
 # The keep probability and its threshold.
+
+
+def compute_dtype(dtype: Any) -> Any:
+  """The float dtype that values of ``dtype`` are scaled, drawn or accumulated in.
+
+  float64 stays float64; every narrower float (float32, bf16, f16, and the 8- and 4-bit
+  floats, which JAX never promotes implicitly) is computed in float32 and rounded once.
+  """
+  if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits > 32:
+    return jnp.dtype(dtype)
+  return jnp.dtype(jnp.float32)
 
 
 def keep_probability(rate: ArrayLike) -> jax.Array:
@@ -213,10 +237,7 @@ def keep_probability(rate: ArrayLike) -> jax.Array:
   """
   if is_traced(rate) or isinstance(rate, jax.Array):
     rate = jnp.asarray(rate)
-    dtype = jnp.promote_types(rate.dtype, jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-      dtype = jnp.float32
-    return 1 - rate.astype(dtype)
+    return 1 - rate.astype(compute_dtype(rate.dtype))
   return jnp.asarray(1.0 - float(rate))
 
 

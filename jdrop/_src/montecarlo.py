@@ -6,7 +6,8 @@ r"""Monte-Carlo studies of the two orders of dropout, and the exact references t
   disagreement. Mask ``i`` is ``keep_mask(fold_in(key, i), x.shape, rate=rate)``, so a result
   depends on the key and the mask indices only: not on the chunk size, the number of devices
   or the number of processes (up to the float32 rounding of a different merge order).
-* :func:`exact_moments` gives the same statistics in closed form for an elementwise ``f``;
+* :func:`exact_moments` gives the same statistics in closed form for an elementwise ``f``
+  (and by summing over every mask for a small input of any other ``f``);
   :func:`gaussian_shift` integrates them over ``x ~ N(mu, sigma^2)`` by Gauss-Hermite
   quadrature; :func:`variance_shift` turns either (or a Monte-Carlo result) into the
   train-versus-eval mean shift and variance ratio of a layer (Li et al., CVPR 2019).
@@ -36,9 +37,12 @@ surplus indices instead of taking a new shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import json
 import math
+import re
 import socket
 import time
 import warnings
@@ -56,6 +60,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 from jax.typing import ArrayLike
 
+from jdrop._src import activations
 from jdrop._src import dropout as _dropout
 from jdrop._src import errors
 from jdrop._src import masks
@@ -75,6 +80,8 @@ MAX_DEGREE = 256  # numpy's Gauss-Hermite nodes overflow beyond about 300
 DEFAULT_DEGREE = 128
 _TAIL_SIGMAS = 12.0  # piecewise quadrature covers mu +- 12 sigma (tail mass 4e-33)
 _QUADRATURE_TOLERANCE = 1e-6  # gaussian_shift warns above this estimated relative error
+MAX_TIMEOUT = 7 * 24 * 3600  # seconds, for initialize
+MAX_ENUMERATED_SIZE = 16  # exact_moments of a non-elementwise f sums over 2**16 masks at most
 
 
 class Moments(NamedTuple):
@@ -232,9 +239,10 @@ def default_rtol(dtype: Any) -> float:
   return float(DEFAULT_ULPS * jnp.finfo(dtype).eps)
 
 
-def _accumulator_dtype(dtype: Any) -> Any:
-  """Statistics are accumulated in x's dtype promoted to at least float32."""
-  return jnp.promote_types(dtype, jnp.float32)
+def representable(value: float, dtype: Any) -> bool:
+  """Whether ``value`` is finite once rounded to ``dtype`` (1e39 is not, in float32)."""
+  with np.errstate(over="ignore"):
+    return bool(np.isfinite(np.asarray(value, dtype)))
 
 
 # ----------------------------------------------------------------------------
@@ -321,7 +329,7 @@ def _program(
   devices: tuple[jax.Device, ...],
 ) -> _Program:
   """The compiled programs for one (f, x shape, dtype, key impl, chunk, devices)."""
-  acc = _accumulator_dtype(dtype)
+  acc = masks.compute_dtype(dtype)
   mesh = Mesh(np.array(devices), (_AXIS,))
   num_devices = len(devices)
 
@@ -509,7 +517,13 @@ def compare_orders(
   masks.check_rate(fn, rate)
   f = order.resolve_activation(fn, f)
   num_masks = _check_count(fn, "num_masks", num_masks, upper=MAX_MASKS, example="10_000")
+  acc = masks.compute_dtype(x.dtype)  # the statistics' dtype: x's, at least float32
   rtol = default_rtol(x.dtype) if rtol is None else _check_real(fn, "rtol", rtol)
+  if not representable(rtol, acc):
+    raise errors.value_error(
+      fn, "rtol", f"must be finite in {acc.name}, the dtype it is compared in", rtol,
+      "Pass e.g. rtol=1e-6.",
+    )  # fmt: skip
   devices = _check_devices(fn, devices)
   if chunk_size is None:
     chunk_size = _default_chunk(x.size, devices[0].platform)
@@ -521,7 +535,6 @@ def compare_orders(
     )  # fmt: skip
   reference = order._apply(fn, f, x)  # also checks that f keeps the shape and dtype
 
-  acc = _accumulator_dtype(x.dtype)
   program = _program(f, x.shape, x.dtype, str(jax.random.key_impl(key)), chunk_size, devices)
   # Host (numpy) arguments: under jax.distributed every process passes the same values and
   # jit treats them as replicated over the global mesh.
@@ -566,31 +579,81 @@ def _two_point(a: jax.Array, b: jax.Array, keep: jax.Array) -> tuple[jax.Array, 
   return keep * a + (1 - keep) * b, keep * (1 - keep) * jnp.square(a - b)
 
 
-def _exact(f: Callable, x: jax.Array, keep: jax.Array, invalid: Any = None) -> Exact:
-  acc = _accumulator_dtype(x.dtype)
+def _all_masks(shape: tuple[int, ...]) -> np.ndarray:
+  """Every keep mask of ``shape``, stacked: ``(2**size, *shape)`` booleans."""
+  size = math.prod(shape)
+  bits = (np.arange(2**size)[:, None] >> np.arange(size)) & 1
+  return bits.astype(bool).reshape(2**size, *shape)
+
+
+def _enumerated(
+  f: Callable, x: jax.Array, keep: jax.Array, acc: Any
+) -> tuple[jax.Array, jax.Array]:
+  """Mean and variance of ``f(D(x))`` as sums over every mask, each with its probability."""
+  every = _all_masks(x.shape)
+  kept = every.reshape(len(every), -1).sum(axis=1)
+  keep_acc = keep.astype(acc)
+  weights = keep_acc**kept * (1 - keep_acc) ** (x.size - kept)  # 0**0 = 1 at rates 0 and 1
+  weights = weights.reshape(weights.shape + (1,) * x.ndim)
+  values = jax.vmap(lambda m: f(_dropout.masked(x, m, keep)))(every).astype(acc)
+  # A mask of probability 0 adds nothing, even where f is infinite on it.
+  mean = jnp.sum(jnp.where(weights > 0, weights * values, 0), axis=0)
+  var = jnp.sum(jnp.where(weights > 0, weights * jnp.square(values - mean), 0), axis=0)
+  return mean, var
+
+
+def _exact(
+  f: Callable, x: jax.Array, keep: jax.Array, invalid: Any = None, *, elementwise: bool = True
+) -> Exact:
+  acc = masks.compute_dtype(x.dtype)
   keep_acc = keep.astype(acc)
   fx = order._apply(_PREFIX + "exact_moments", f, x)
-  # The values that compare_orders computes for a kept and a dropped unit, in x's dtype.
-  kept, dropped = jnp.ones(x.shape, bool), jnp.zeros(x.shape, bool)
-  pre = _two_point(
-    f(_dropout.masked(x, kept, keep)).astype(acc),
-    f(_dropout.masked(x, dropped, keep)).astype(acc),
-    keep_acc,
-  )
-  post = _two_point(_dropout.masked(fx, kept, keep).astype(acc), jnp.zeros((), acc), keep_acc)
+  if elementwise:
+    # The values that compare_orders computes for a kept and a dropped unit, in x's dtype.
+    kept, dropped = jnp.ones(x.shape, bool), jnp.zeros(x.shape, bool)
+    pre = _two_point(
+      f(_dropout.masked(x, kept, keep)).astype(acc),
+      f(_dropout.masked(x, dropped, keep)).astype(acc),
+      keep_acc,
+    )
+  else:
+    pre = _enumerated(f, x, keep, acc)
+  # D(f(x)) is f(x)/q or 0 per element whatever f is: always two values.
+  post = _two_point(_dropout.masked(fx, jnp.ones(x.shape, bool), keep).astype(acc), 0, keep_acc)
   if invalid is not None:  # a traced rate outside [0, 1]: NaN, never a plausible number
     pre, post = ([jnp.where(invalid, jnp.nan, v) for v in pair] for pair in (pre, post))
   zero = jnp.zeros(x.shape, acc)
   return Exact(pre=Moments(*pre, zero), post=Moments(*post, zero), reference=fx)
 
 
-_exact_core = jax.jit(_exact, static_argnums=0)
+_exact_core = jax.jit(_exact, static_argnums=0, static_argnames="elementwise")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _acts_elementwise(f: Callable, x: jax.Array, keep: jax.Array) -> jax.Array:
+  """Whether ``f`` gives on two complementary masks what an elementwise ``f`` would.
+
+  A cheap test, not a proof: it catches softmax, ``x - x.mean()`` or a cumulative sum (an
+  output that depends on whether *other* units were dropped); a dependence that these two
+  masks do not reveal goes unseen.
+  """
+  acc = masks.compute_dtype(x.dtype)
+  alternate = (jnp.arange(x.size) % 2 == 0).reshape(x.shape)
+  probes = jnp.stack([alternate, ~alternate])
+  kept = f(_dropout.masked(x, jnp.ones(x.shape, bool), keep))
+  dropped = f(_dropout.masked(x, jnp.zeros(x.shape, bool), keep))
+  got = jax.vmap(lambda m: f(_dropout.masked(x, m, keep)))(probes).astype(acc)
+  want = jnp.where(probes, kept, dropped).astype(acc)
+  rtol = jnp.asarray(default_rtol(x.dtype), acc)  # fusion may round a unit differently
+  mismatches, _ = _disagreement(got, want, rtol, jnp.ones(2, bool))
+  return mismatches == 0
 
 
 def exact_moments(f: Callable | str, x: ArrayLike, *, rate: ArrayLike) -> Exact:
-  r"""Exact per-element mean and variance of both orders of dropout, for an elementwise ``f``.
+  r"""Exact per-element mean and variance of both orders of dropout.
 
-  A unit is kept with probability ``q = 1 - rate``, so each order takes one of two values:
+  For an elementwise ``f`` a unit is kept with probability ``q = 1 - rate``, so each order
+  takes one of two values:
 
   .. math::
      f(D(x)) &= \begin{cases} f(x/q) & q \\ f(0) & 1 - q \end{cases}, \quad
@@ -604,8 +667,15 @@ def exact_moments(f: Callable | str, x: ArrayLike, *, rate: ArrayLike) -> Exact:
   both orders are constant (``f(0)`` and 0). The ``q(1-q)(a-b)^2`` form avoids the
   cancellation of ``E[y^2] - E[y]^2``.
 
+  A function that is not elementwise (softmax: each output depends on which *other* units
+  were dropped) has no such formula for ``f(D(x))``: its moments are sums over all
+  ``2**x.size`` masks, each weighted by its probability, computed for ``x`` of up to
+  :data:`MAX_ENUMERATED_SIZE` elements; a larger ``x`` raises. Whether ``f`` is elementwise
+  comes from the registry for a name or a registered function, and is tested on two masks
+  for any other callable; under ``jit``/``vmap`` a callable that fails the test gives NaN.
+
   Args:
-    f: an elementwise callable or a name from :mod:`jdrop.activations`.
+    f: a callable or a name from :mod:`jdrop.activations`.
     x: a floating-point array.
     rate: the drop probability in [0, 1]; may be traced (jit, vmap over rates, grad).
 
@@ -613,21 +683,41 @@ def exact_moments(f: Callable | str, x: ArrayLike, *, rate: ArrayLike) -> Exact:
     An :class:`Exact` with ``pre`` and ``post`` :class:`Moments` (``stderr = 0``) and
     ``reference = f(x)``.
 
+  Raises:
+    ValueError: for a non-elementwise ``f`` and an ``x`` of more than
+      :data:`MAX_ENUMERATED_SIZE` elements (use :func:`compare_orders`).
+
   Example:
     >>> import jax.numpy as jnp
     >>> from jdrop import montecarlo
     >>> exact = montecarlo.exact_moments("identity", jnp.array([1.0, 2.0]), rate=0.5)
     >>> exact.pre.mean, exact.pre.var
     (Array([1., 2.], dtype=float32), Array([1., 4.], dtype=float32))
+    >>> montecarlo.exact_moments("softmax", jnp.array([0.0, 2.0]), rate=0.5).pre.mean
+    Array([0.2589931 , 0.74100685], dtype=float32)
   """
   fn = _PREFIX + "exact_moments"
   x = _dropout.check_x(fn, x)
   masks.check_rate(fn, rate)
+  elementwise = activations.is_elementwise(f)
   f = order.resolve_activation(fn, f)
   keep, invalid = masks.keep_probability(rate), masks.invalid_rate(rate)
-  if invalid is None:
-    return _exact_core(f, x, keep)
-  return _exact(f, x, keep, invalid)  # already inside a trace
+  if elementwise is None:
+    agrees = _acts_elementwise(f, x, keep)
+    if masks.is_traced(agrees):  # no Python branch on a traced value: NaN, never a wrong number
+      invalid = ~agrees if invalid is None else invalid | ~agrees
+    else:
+      elementwise = bool(agrees)
+  if elementwise is False and x.size > MAX_ENUMERATED_SIZE:
+    raise errors.value_error(
+      fn,
+      "f",
+      f"is not elementwise, so its exact moments are a sum over all 2**size masks of x;"
+      f" x may have at most {MAX_ENUMERATED_SIZE} elements",
+      errors.Described(f"x of shape {x.shape}"),
+      "Estimate them with compare_orders, or pass a smaller x.",
+    )
+  return _exact_core(f, x, keep, invalid, elementwise=elementwise is not False)
 
 
 # ----------------------------------------------------------------------------
@@ -869,7 +959,7 @@ def variance_shift(moments: Exact | Comparison, *, weights: ArrayLike | None = N
       "Compute them for pre-activations h of shape (samples, units).",
     )
   samples, units = jnp.shape(moments.reference)
-  acc = _accumulator_dtype(moments.reference.dtype)
+  acc = masks.compute_dtype(moments.reference.dtype)
   w = None
   if weights is not None:
     w = jnp.asarray(weights, acc)
@@ -969,18 +1059,86 @@ def load_digits() -> np.ndarray:
 # Several processes.
 
 
+_PROTOCOL = "jdrop-rendezvous/1"  # in every handshake message; anything else is a stranger
+_MAX_MESSAGE = 2**16  # bytes; a hello is a few hundred
+_HELLO_SECONDS = 5.0  # how long process 0 waits for a new connection's hello
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # one label of a hostname (RFC 1123)
+_ADDRESS_FORM = (
+  "must be HOST:PORT, HOST a hostname or a dotted or [bracketed] IP address, PORT in 1..65535"
+)
+
+
+def address_problem(address: Any) -> str | None:
+  """What is wrong with ``address`` as ``"HOST:PORT"`` (a clause for an error), or None.
+
+  HOST is a hostname (``node-1.example.org``), a dotted IPv4 address (``127.0.0.1``) or a
+  bracketed IPv6 address (``[::1]``). What a resolver would read as a number is refused:
+  ``999`` is the IPv4 address 0.0.3.231, ``127.1`` is 127.0.0.1, ``0x7f`` is 0.0.0.127.
+
+  >>> from jdrop._src import montecarlo
+  >>> montecarlo.address_problem("node-1:1234") is None, montecarlo.address_problem("[::1]:80")
+  (True, None)
+  >>> montecarlo.address_problem("999:1234")  # doctest: +ELLIPSIS
+  "must be HOST:PORT, ... ('999' is neither a dotted IPv4 address ... nor a hostname (...))"
+  """
+  if not isinstance(address, str):
+    return f"{_ADDRESS_FORM} (a str)"
+  host, colon, port = address.rpartition(":")
+  reason = None
+  if not colon or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    reason = "no port in 1..65535 after the last ':'"
+  elif not host:
+    reason = "no host before the ':'"
+  elif host.startswith("[") or host.endswith("]"):
+    if not (host.startswith("[") and host.endswith("]")):
+      reason = f"{host} has a bracket without its pair"
+    elif not _is_ip(host[1:-1], ipaddress.IPv6Address):
+      reason = f"{host} is not an IPv6 address"
+  elif ":" in host:
+    reason = f"an IPv6 address goes in brackets, e.g. [{host}]:{port}"
+  elif _is_ip(host, ipaddress.IPv4Address):
+    pass
+  elif _reads_as_number(host):
+    reason = f"{errors.short(host)} is neither a dotted IPv4 address (four numbers 0..255) nor a"
+    reason += " hostname (a resolver would read it as a number)"
+  elif len(host) > 253 or not all(_LABEL.fullmatch(p) for p in host.removesuffix(".").split(".")):
+    reason = f"{errors.short(host)} is not a hostname (letters, digits and '-' between dots)"
+  return None if reason is None else f"{_ADDRESS_FORM} ({reason})"
+
+
+def _is_ip(text: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+  try:
+    kind(text)
+  except ValueError:
+    return False
+  return True
+
+
+def _reads_as_number(host: str) -> bool:
+  """Whether a resolver reads ``host`` as a number (``999``, ``127.1``, ``0x7f``, ``1.2.3.4.5``)."""
+  if host.removesuffix(".").rsplit(".", 1)[-1].isdigit():  # a top-level domain is never numeric
+    return True
+  try:
+    socket.inet_aton(host)
+  except OSError:
+    return False
+  return True
+
+
 def parse_address(fn: str, address: Any, *, arg: str = "coordinator_address") -> tuple[str, int]:
-  """``"HOST:PORT"`` as ``(host, port)``, or a clear error naming ``fn`` and ``arg``."""
-  host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+  """``"HOST:PORT"`` as ``(host, port)`` (an IPv6 host without its brackets), or a clear
+  error naming ``fn`` and ``arg`` (see :func:`address_problem`)."""
+  problem = address_problem(address)
+  if problem is not None:
     raise errors.value_error(
       fn,
       arg,
-      "must be HOST:PORT with a port in 1..65535",
+      problem,
       errors.short(address),
       "Pass e.g. '127.0.0.1:12345' (the address of process 0).",
     )
-  return host.strip("[]"), int(port)
+  host, _, port = address.rpartition(":")
+  return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 class _Refused(Exception):
@@ -995,24 +1153,40 @@ class _Refused(Exception):
     return kind(f"{_PREFIX}initialize: {self}.")
 
 
+class _Stranger(Exception):
+  """The other end does not speak this handshake (another program, or another jdrop)."""
+
+
 def _send(conn: socket.socket, message: dict[str, Any]) -> None:
-  conn.sendall((json.dumps(message) + "\n").encode())
+  conn.sendall((json.dumps({"protocol": _PROTOCOL, **message}) + "\n").encode())
 
 
-def _receive(conn: socket.socket, deadline: float) -> dict[str, Any]:
-  """One JSON line from ``conn`` before ``deadline``; {} if the peer closed or sent garbage."""
+def _receive(conn: socket.socket, deadline: float) -> dict[str, Any] | None:
+  """One handshake message from ``conn`` before ``deadline``; None if the peer closed first.
+
+  Raises:
+    _Stranger: for anything but one JSON line of this protocol, or more than
+      ``_MAX_MESSAGE`` bytes.
+    OSError: on a time-out or a network error.
+  """
   data = b""
   while not data.endswith(b"\n"):
+    if len(data) > _MAX_MESSAGE:
+      raise _Stranger
     conn.settimeout(max(deadline - time.monotonic(), 1e-3))
     chunk = conn.recv(4096)
     if not chunk:
-      return {}
+      if data:
+        raise _Stranger
+      return None
     data += chunk
   try:
     message = json.loads(data)
   except ValueError:
-    return {}
-  return message if isinstance(message, dict) else {}
+    raise _Stranger from None
+  if not isinstance(message, dict) or message.get("protocol") != _PROTOCOL:
+    raise _Stranger
+  return message
 
 
 def rendezvous(
@@ -1025,20 +1199,24 @@ def rendezvous(
 ) -> None:
   """Checks, before JAX's runtime starts, that the processes agree; raises if they do not.
 
-  Process 0 listens on the coordinator's port; every other process connects (retrying
-  until ``timeout``) and sends its ``num_processes``, ``process_id`` and ``study`` (a JSON
-  dict describing the computation). Process 0 checks that every id in 1..N-1 arrives once,
-  with its own N and study, answers everyone, and frees the port for JAX's coordinator.
-  ``jax.distributed.initialize`` itself aborts the process (a C++ fatal error with a stack
-  trace, after its timeout) when the coordinator is unreachable or a process is missing;
-  this turns those cases into Python exceptions within ``timeout`` seconds, in every
-  process that is running.
+  Process 0 listens on the coordinator's address (that address only, so it must be one of
+  process 0's machine); every other process connects (retrying until ``timeout``) and sends
+  its ``num_processes``, ``process_id`` and ``study`` (a JSON dict describing the
+  computation), tagged with the handshake's protocol name. Process 0 checks that every id in
+  1..N-1 arrives once, with its own N and study, answers everyone, and frees the port for
+  JAX's coordinator. A connection that does not speak the protocol (a port scanner, another
+  program on the port) is turned away without failing the others; a process that reaches
+  something other than a jdrop coordinator says so. ``jax.distributed.initialize`` itself
+  aborts the process (a C++ fatal error with a stack trace, after its timeout) when the
+  coordinator is unreachable or a process is missing; this turns those cases into Python
+  exceptions within ``timeout`` seconds, in every process that is running.
 
   Raises:
     TimeoutError: the coordinator could not be reached, or processes were missing, within
       ``timeout`` seconds.
-    ValueError: the processes disagree on the number of processes, an id, or the study.
-    OSError: process 0 cannot listen on the port.
+    ValueError: the processes disagree on the number of processes, an id, or the study, or
+      something other than a jdrop coordinator answered.
+    OSError: process 0 cannot listen on the coordinator's address.
   """
   host, port = parse_address(_PREFIX + "initialize", address)
   deadline = time.monotonic() + timeout
@@ -1046,8 +1224,8 @@ def rendezvous(
   try:
     if process_id != 0:
       _join(host, port, hello, deadline, timeout)
-    elif num_processes > 1:
-      _gather(port, hello, deadline, timeout)
+    else:  # also alone: listening proves that the address is this machine's
+      _gather(host, port, hello, deadline, timeout)
   except _Refused as refused:
     raise refused.raised() from None
 
@@ -1069,51 +1247,91 @@ def _join(host: str, port: int, hello: dict[str, Any], deadline: float, timeout:
       timeout=True,
     )
   with conn:
-    _send(conn, hello)
     try:
+      _send(conn, hello)
       reply = _receive(conn, deadline)
+    except _Stranger:
+      raise _Refused(
+        f"something other than a jdrop coordinator answered at {host}:{port} (it does not"
+        f" speak {_PROTOCOL}); check the address and the port, and that every process runs"
+        " the same jdrop version"
+      ) from None
     except OSError:
       reply = {"error": f"no answer from the coordinator within {timeout:g} s", "timeout": True}
+  if reply is None:
+    raise _Refused(
+      f"the coordinator at {host}:{port} closed the connection without answering (did"
+      " process 0 stop?)"
+    )
   if not reply.get("ok"):
-    message = reply.get("error", f"the coordinator at {host}:{port} closed the connection")
-    raise _Refused(message, timeout=bool(reply.get("timeout")))
+    message = reply.get("error", f"the coordinator at {host}:{port} refused without a reason")
+    raise _Refused(str(message), timeout=bool(reply.get("timeout")))
 
 
-def _gather(port: int, hello: dict[str, Any], deadline: float, timeout: float) -> None:
+def _listener(host: str, port: int) -> socket.socket:
+  """A socket listening on ``host:port`` only, or an OSError that says why it cannot."""
+  try:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    server = socket.socket(family, kind, proto)
+  except OSError as err:
+    raise OSError(
+      f"{_PREFIX}initialize: process 0 cannot listen on {host}:{port} ({err}); pass an"
+      " address of process 0's machine as the coordinator."
+    ) from err
+  try:
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(address)
+  except OSError as err:
+    server.close()
+    raise OSError(
+      f"{_PREFIX}initialize: process 0 cannot listen on {host}:{port} ({err.strerror});"
+      " pass an address of process 0's machine and a free port as the coordinator."
+    ) from err
+  return server
+
+
+def _gather(host: str, port: int, hello: dict[str, Any], deadline: float, timeout: float) -> None:
   """Process 0: wait for every other process, check it, answer all of them."""
   num_processes = hello["num_processes"]
   joined: set[int] = set()
   conns: list[socket.socket] = []
+  strangers = 0
   refused: _Refused | None = None
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      server.bind(("", port))
-    except OSError as err:
-      raise OSError(
-        f"{_PREFIX}initialize: process 0 cannot listen on port {port} ({err.strerror});"
-        " pick a free port for the coordinator."
-      ) from err
+  with _listener(host, port) as server:
     server.listen(num_processes)
     try:
       while refused is None and len(joined) < num_processes - 1:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
           missing = sorted(set(range(1, num_processes)) - joined)
+          turned_away = (
+            f"; {strangers} connection(s) that did not speak {_PROTOCOL} were turned away"
+            if strangers
+            else ""
+          )
           refused = _Refused(
             f"only {len(joined)} of the {num_processes - 1} other processes joined within"
             f" {timeout:g} s (missing process ids: {missing}); start them with the same"
-            " number of processes and the coordinator's address",
+            f" number of processes and the coordinator's address{turned_away}",
             timeout=True,
           )
           break
         server.settimeout(remaining)
         try:
           conn, _ = server.accept()
-          conns.append(conn)
-          message = _receive(conn, deadline)
         except OSError:
           continue
+        try:
+          message = _receive(conn, min(deadline, time.monotonic() + _HELLO_SECONDS))
+        except (_Stranger, OSError):
+          message = None
+        if message is None:  # not a jdrop process: turn it away, keep waiting for the others
+          strangers += 1
+          with contextlib.suppress(OSError):
+            _send(conn, {"error": f"this port is a {_PROTOCOL} coordinator"})
+          conn.close()
+          continue
+        conns.append(conn)
         problem = _check_peer(hello, message, joined)
         if problem is None:
           joined.add(message["process_id"])
@@ -1181,12 +1399,18 @@ def initialize(
   (``XLA_FLAGS=--xla_force_host_platform_device_count=2``) give each process several CPU
   devices.
 
+  Once started, JAX's runtime watches every process: when one dies or stops answering for
+  ``max(10, timeout)`` seconds, it ends every other process with a C++ fatal error (SIGABRT
+  and a stack trace), which no Python code can catch. ``python -m jdrop mc`` therefore runs
+  this, and the computation, in a child process and reports the child's fate on one line.
+
   Args:
-    coordinator_address: ``"HOST:PORT"`` of process 0.
+    coordinator_address: ``"HOST:PORT"`` of process 0, an address of process 0's machine
+      (JAX's coordinator listens there only, as does the handshake).
     num_processes: the number of processes, at least 1.
     process_id: this process's id in ``0 .. num_processes - 1``.
-    timeout: seconds to wait for the other processes (also JAX's initialization and
-      heartbeat timeouts).
+    timeout: seconds to wait for the other processes (also JAX's initialization timeout,
+      and at least 10, its heartbeat and shutdown timeouts).
     study: a JSON-serialisable dict that must be equal in every process.
 
   Raises:
@@ -1208,6 +1432,11 @@ def initialize(
       "Number the processes 0, 1, ..., num_processes - 1.",
     )
   timeout = _check_real(fn, "timeout", timeout, positive=True)
+  if timeout > MAX_TIMEOUT:  # JAX's timeouts are C ints of seconds
+    raise errors.value_error(
+      fn, "timeout", f"must be at most {MAX_TIMEOUT} seconds (a week)", timeout,
+      "Pass e.g. timeout=60.",
+    )  # fmt: skip
   start = time.monotonic()
   rendezvous(
     coordinator_address,
@@ -1219,10 +1448,13 @@ def initialize(
   if jax.config.jax_cpu_collectives_implementation is None:  # older JAX had no default
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   remaining = max(1, math.ceil(timeout - (time.monotonic() - start)))
+  seconds = max(10, math.ceil(timeout))
   jax.distributed.initialize(
     coordinator_address,
     num_processes=num_processes,
     process_id=int(process_id),
     initialization_timeout=remaining,
-    heartbeat_timeout_seconds=max(10, math.ceil(timeout)),
+    coordinator_bind_address=coordinator_address,  # where the handshake listened, not [::]
+    heartbeat_timeout_seconds=seconds,
+    shutdown_timeout_seconds=seconds,
   )

@@ -49,9 +49,22 @@ def resolve_activation(fn: str, activation: Any) -> Callable[[jax.Array], jax.Ar
 
 
 def _apply(fn: str, f: Callable, x: jax.Array) -> jax.Array:
-  y = f(x)
+  """``f(x)``, or a ValueError naming ``fn`` if ``f`` cannot keep the shape and dtype of ``x``.
+
+  ValueErrors and TypeErrors of ``f`` pass through (jdrop's activations explain their
+  parameters); any other failure on ``x`` (glu's assertion that an axis is even) says so.
+  """
+  failure = None
+  try:
+    y = f(x)
+  except (ValueError, TypeError):
+    raise
+  except Exception as err:
+    y, failure = None, err
   if not isinstance(y, jax.Array) or y.shape != x.shape or y.dtype != x.dtype:
     got = f"shape {getattr(y, 'shape', None)} and dtype {getattr(y, 'dtype', None)}"
+    if failure is not None:
+      got = f"a function that raised {type(failure).__name__}: {failure}"
     raise errors.value_error(
       fn,
       "activation",
@@ -59,7 +72,7 @@ def _apply(fn: str, f: Callable, x: jax.Array) -> jax.Array:
       " shape and dtype, so both orders can share one mask",
       errors.Described(got),
       "Use an elementwise activation (see jdrop.activations.info(name).elementwise).",
-    )
+    ) from failure
   return y
 
 

@@ -6,22 +6,30 @@ configurations, or ``FULL`` with ``full=True``), writes their figures (PNG) and 
 original mailing-list thread in turn, and gives a verdict with its evidence. Every sentence
 that states a finding is computed from the results of this run.
 
-The output directory is written atomically: everything is built in a temporary sibling
-directory and renamed into place at the end, so an error or an interrupt leaves the
-previous contents untouched and no half-written report behind. A non-empty directory is
-replaced only with ``force=True``.
+The output directory is written atomically: everything is built in a hidden sibling
+directory and renamed into place at the end, only if the directory is still what it was at
+the start, so an error or an interrupt leaves the previous contents untouched and no
+half-written report behind, and nothing that appeared meanwhile is replaced. A non-empty
+directory is replaced only with ``force=True``, and only if it is an earlier report.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import datetime
+import errno
+import functools
 import importlib
 import importlib.util
+import itertools
 import json
 import math
 import os
 import platform
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -30,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from typing import TextIO
+
+from jdrop._src import cli_args
 
 STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty")
 
@@ -67,20 +77,137 @@ def _module(name: str) -> Any:
   return importlib.import_module(f"jdrop._src.studies.{name}")
 
 
-def check_output(out: Path, *, force: bool) -> None:
-  """Refuses a non-empty directory without ``force`` and an unwritable location."""
+class OutputChanged(OSError):
+  """``--out`` changed while the report was built, so it was left alone; the finished report
+  is in ``kept``, a sibling folder."""
+
+  def __init__(self, message: str, kept: Path):
+    super().__init__(message)
+    self.kept = kept
+
+
+# The hidden folder a report is built in, beside --out: .NAME.jdrop-build-PID-RANDOM, holding
+# a marker file that names its process (so that a later run can remove it once that process
+# is gone: SIGKILL leaves it behind).
+_BUILD = "jdrop-build"
+_BUILD_NAME = re.compile(rf"\..+\.{_BUILD}-(\d+)-[A-Za-z0-9_]+")
+_MARKER = ".jdrop-build"
+
+
+def _entries(folder: Path) -> list[Path]:
+  """Every file, folder and link below ``folder``, sorted (links are not followed)."""
+  found = []
+  for root, dirs, files in os.walk(folder):
+    found += [Path(root, name) for name in (*dirs, *files)]
+  return sorted(found)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+  """What a folder was: its identity and every entry's path, size and modification time."""
+
+  identity: tuple[int, int]
+  entries: frozenset[tuple[str, int, int]]
+
+  @classmethod
+  def of(cls, folder: Path) -> _Snapshot | None:
+    """The folder's snapshot; None if it is not a folder (any more)."""
+    try:
+      info = folder.lstat()
+      entries = []
+      for path in _entries(folder):
+        stat = path.lstat()
+        entries.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    except OSError:
+      return None
+    return cls((info.st_dev, info.st_ino), frozenset(entries))
+
+
+def check_output(out: Path, *, force: bool) -> _Snapshot | None:
+  """Refuses an ``out`` that the report may not replace; returns what it is now (None if it
+  does not exist), for the final step to check that it did not change.
+
+  Refused: the current folder or one that contains it, a mount point, a symbolic link, a
+  file, a location whose parent does not exist or cannot be written; a non-empty folder
+  without ``force``; and with ``force``, a folder that is not recognisably an earlier
+  jdrop report (REPORT.md, PNG figures, results/*.json with a jdrop results/meta.json).
+  """
+  if out.name in ("", ".", ".."):
+    raise ReportError(
+      f"report: --out {str(out)!r} is not the name of a folder of its own (it is the current"
+      " folder, one above it, or the root); pass e.g. --out jdrop-report"
+    )
+  resolved = out.resolve()
+  if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+    raise ReportError(
+      f"report: --out {out} contains the current folder, which cannot be replaced; pass the"
+      " name of a new folder, e.g. --out jdrop-report"
+    )
+  if out.is_symlink():
+    raise ReportError(f"report: --out {out} is a symbolic link; pass the folder itself")
   if out.exists() and not out.is_dir():
     raise ReportError(f"report: --out {out} exists and is not a directory; pick another path")
-  if out.is_dir() and any(out.iterdir()) and not force:
-    raise ReportError(
-      f"report: --out {out} is not empty; pass --force to replace its contents, or pick a new"
-      " directory"
-    )
-  parent = out.resolve().parent
+  if out.is_dir() and os.path.ismount(out):
+    raise ReportError(f"report: --out {out} is a mount point, which cannot be replaced")
+  parent = resolved.parent
   if not parent.is_dir():
     raise ReportError(f"report: the parent directory of --out {out} does not exist")
   if not os.access(parent, os.W_OK) or (out.is_dir() and not os.access(out, os.W_OK)):
     raise ReportError(f"report: cannot write to {out} (permission denied); pick another --out")
+  if not out.is_dir():
+    return None
+  if any(out.iterdir()):
+    if not force:
+      raise ReportError(
+        f"report: --out {out} is not empty; pass --force to replace an earlier report, or"
+        " pick a new directory"
+      )
+    problem = _not_a_report(out)
+    if problem is not None:
+      raise ReportError(
+        f"report: --force replaces only an earlier jdrop report, and --out {out} {problem};"
+        " move it or pick another --out"
+      )
+  return _Snapshot.of(out)
+
+
+def _not_a_report(folder: Path) -> str | None:
+  """Why ``folder`` is not recognisably a report this module wrote, or None."""
+  try:
+    meta = json.loads((folder / "results" / "meta.json").read_text())
+  except (OSError, ValueError):
+    return "has no readable results/meta.json"
+  if not (isinstance(meta, dict) and str(meta.get("command", "")).startswith("python -m jdrop")):
+    return "has a results/meta.json that jdrop did not write"
+  foreign = [
+    str(path.relative_to(folder)) for path in _entries(folder) if not _a_report_file(path, folder)
+  ]
+  if foreign:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return f"holds what a report does not write ({shown})"
+  return None
+
+
+def _a_report_file(path: Path, folder: Path) -> bool:
+  """Whether ``path`` is something a report writes: REPORT.md, a figure, the results folder
+  or a results file (never a link)."""
+  if path.is_symlink():
+    return False
+  if path == folder / "results":
+    return path.is_dir()
+  where = path.parent.relative_to(folder)
+  top = where == Path(".") and (path.name in ("REPORT.md", _MARKER) or path.suffix == ".png")
+  return (top or (where == Path("results") and path.suffix == ".json")) and path.is_file()
+
+
+def free_sibling(path: Path) -> Path:
+  """A name beside ``path`` that is free now: ``NAME.YYYYMMDD-HHMMSS`` (then ``-2``, ...)."""
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  for n in itertools.count(1):
+    candidate = path.with_name(f"{path.name}.{stamp}" + (f"-{n}" if n > 1 else ""))
+    if not os.path.lexists(candidate):
+      return candidate
+  raise AssertionError("unreachable")  # pragma: no cover
 
 
 def build(
@@ -95,17 +222,31 @@ def build(
 ) -> Path:
   """Runs the studies and writes ``out/REPORT.md``, its figures and raw results.
 
+  Everything is written into a hidden folder beside ``out`` first. The last step puts it in
+  place atomically (``renameat2`` on Linux) and only if ``out`` is what it was at the start:
+  absent, an empty folder, or (with ``force``) the same earlier report, unchanged. If ``out``
+  changed meanwhile (another run finished there, someone wrote into it), it is left alone,
+  the finished report goes to a sibling folder, and :class:`OutputChanged` says where. An
+  error or an interrupt removes the hidden folder; a hidden folder that a killed run left
+  behind is removed by the next run once its process is gone.
+
   Args:
-    out: the output directory (created; a non-empty one needs ``force``).
-    force: replace the contents of a non-empty ``out``.
+    out: the output directory (created; a non-empty one must be an earlier report, and
+      needs ``force``).
+    force: replace an earlier report in ``out``.
     studies: which studies to run (default all, see :data:`STUDIES`).
     full: the full-size configurations instead of the embedded defaults.
-    data: an ``.npz`` file for the training study instead of scikit-learn's digits.
+    data: an ``.npz`` file for the training study instead of scikit-learn's digits;
+      checked whichever studies run.
     progress: ``progress(done, total, what)``, e.g. a :class:`Progress`.
     argv: the command line, recorded in the report.
 
   Returns:
     The path of ``REPORT.md``.
+
+  Raises:
+    ReportError: a bad argument or output location, found before any study runs.
+    OutputChanged: ``out`` changed while the report was built (the report is elsewhere).
   """
   out = Path(out)
   unknown = [s for s in studies if s not in STUDIES]
@@ -114,7 +255,7 @@ def build(
       f"report: unknown study {', '.join(map(repr, unknown)) or '(none given)'}; choose from"
       f" {', '.join(STUDIES)}"
     )
-  check_output(out, force=force)
+  before = check_output(out, force=force)
   missing = [m for m in ("matplotlib", "optax", "sklearn", "scipy") if not _importable(m)]
   if missing:
     raise ReportError(
@@ -122,15 +263,15 @@ def build(
       ' pip install "jdrop[report]"'
     )
   modules = {name: _module(name) for name in studies}
-  configs = {}
-  for name, module in modules.items():
-    config = module.FULL if full else module.DEFAULT
-    if name == "training" and data is not None:
-      config = module.with_data(config, data)  # validates the file: a clear error, early
-    configs[name] = config
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+  configs = {name: module.FULL if full else module.DEFAULT for name, module in modules.items()}
+  if data is not None:  # checked whichever studies run: a clear error, before any of them
+    training = _module("training")
+    with_data = training.with_data(training.FULL if full else training.DEFAULT, data)
+    if "training" in configs:
+      configs["training"] = with_data
+  _remove_stale_builds(out.resolve().parent)
+  tmp = _new_build(out)
   try:
-    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename into place
     (tmp / "results").mkdir()
     sections, results, timings = {}, {}, {}
     for i, (name, module) in enumerate(modules.items()):
@@ -150,23 +291,159 @@ def build(
     meta = metadata(argv, timings, full=full, data=data)
     (tmp / "results" / "meta.json").write_text(json.dumps(meta, indent=1))
     (tmp / "REPORT.md").write_text(render(results, sections, meta))
-    _replace(out, tmp)
+    with cli_args.deferred():  # the last step runs whole: an interrupt waits for its end
+      _place(tmp, out, before)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if _ours(tmp):  # not once an earlier report was swapped to this name
+      shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out / "REPORT.md"
 
 
-def _replace(out: Path, tmp: Path) -> None:
-  """Moves ``tmp`` to ``out``; an existing ``out`` is removed only once ``tmp`` is complete."""
-  if out.exists():
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.resolve().parent))
-    old.rmdir()
-    out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    tmp.rename(out)
+def _new_build(out: Path) -> Path:
+  """A new hidden build folder beside ``out``, marked with this process."""
+  try:
+    tmp = Path(
+      tempfile.mkdtemp(prefix=f".{out.name}.{_BUILD}-{os.getpid()}-", dir=out.resolve().parent)
+    )
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename into place
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": _started(os.getpid())}
+    (tmp / _MARKER).write_text(json.dumps(owner))
+  except OSError as err:
+    raise ReportError(
+      f"report: cannot create a folder beside --out {out} ({err.strerror or err}); pick"
+      " another --out"
+    ) from err
+  return tmp
+
+
+def _ours(tmp: Path) -> bool:
+  """Whether ``tmp`` is still this process's build folder (it holds our marker)."""
+  try:
+    return json.loads((tmp / _MARKER).read_text()).get("pid") == os.getpid()
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def _started(pid: int) -> int | None:
+  """When process ``pid`` started (clock ticks since boot, from /proc), or None."""
+  try:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+  except OSError:
+    return None
+  return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may contain spaces
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+  """Whether the process that ``owner`` names may still run (when unsure: yes)."""
+  pid = owner.get("pid")
+  if not isinstance(pid, int) or owner.get("host", socket.gethostname()) != socket.gethostname():
+    return True
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except OSError:  # another user's process
+    pass
+  started = owner.get("started")
+  return started is None or _started(pid) in (None, started)  # not a reused pid
+
+
+def _remove_stale_builds(parent: Path) -> None:
+  """Removes the build folders in ``parent`` of runs whose process is gone.
+
+  Only folders named like one (``.NAME.jdrop-build-PID-RANDOM``) whose marker, or name,
+  names a process that no longer runs, and that hold a marker, nothing, or a report.
+  """
+  for path in parent.glob(f".*.{_BUILD}-*"):
+    match = _BUILD_NAME.fullmatch(path.name)
+    if match is None or path.is_symlink() or not path.is_dir():
+      continue
+    try:
+      owner = json.loads((path / _MARKER).read_text())
+    except (OSError, ValueError):
+      owner = None
+    recognised = isinstance(owner, dict) or not any(path.iterdir()) or not _not_a_report(path)
+    if recognised and not _alive(owner if isinstance(owner, dict) else {"pid": int(match[1])}):
+      shutil.rmtree(path, ignore_errors=True)
+
+
+def _place(tmp: Path, out: Path, before: _Snapshot | None) -> None:
+  """Puts the finished report ``tmp`` at ``out`` if ``out`` is still ``before``, atomically;
+  otherwise moves it to a free sibling and raises :class:`OutputChanged`."""
+  changed = None
+  try:
+    if before is None:  # out did not exist: create it, never replace what appeared meanwhile
+      _rename(tmp, out, _RENAME_NOREPLACE)
+    elif not before.entries:  # an empty folder: replace it only while it is empty
+      if _Snapshot.of(out) != before:
+        changed = "it is no longer the empty folder it was"
+      else:
+        os.rename(tmp, out)  # POSIX replaces only an empty folder, atomically
+    elif _rename(tmp, out, _RENAME_EXCHANGE):  # swapped: the old report is at tmp now
+      if _Snapshot.of(tmp) != before:
+        _rename(tmp, out, _RENAME_EXCHANGE)
+        changed = "the earlier report in it changed"
+      else:
+        shutil.rmtree(tmp)
+    elif _Snapshot.of(out) != before:  # no atomic swap here: check, then move twice
+      changed = "the earlier report in it changed"
+    else:
+      old = tmp.with_name(tmp.name + "_old")  # a build folder's name: cleaned if left behind
+      os.rename(out, old)
+      os.rename(tmp, out)
+      shutil.rmtree(old)
+  except OSError as err:
+    if err.errno == errno.ENOENT and not os.path.lexists(out):
+      changed = "it disappeared"
+    elif err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+      changed = "something appeared there"
+    else:
+      raise
+  if changed is None:
+    (out / _MARKER).unlink(missing_ok=True)
+    return
+  kept = free_sibling(out)
+  _rename(tmp, kept, _RENAME_NOREPLACE)
+  (kept / _MARKER).unlink(missing_ok=True)
+  raise OutputChanged(
+    f"report: --out {out} changed while the report was built ({changed}), so it was left"
+    f" alone; the finished report is in {kept}",
+    kept,
+  )
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2(2) flags
+_AT_FDCWD = -100
+
+
+def _rename(src: Path, dst: Path, flags: int) -> bool:
+  """``renameat2(src, dst, flags)``: True if done, False where the system cannot (not Linux,
+  an old C library, a file system without the flag). Without it, NOREPLACE falls back to a
+  check and ``os.rename`` (True), EXCHANGE to nothing (False)."""
+  libc = _libc()
+  if libc is not None:
+    if libc.renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+      return True
+    code = ctypes.get_errno()
+    if code not in (errno.ENOSYS, errno.EINVAL):
+      raise OSError(code, os.strerror(code), str(src), None, str(dst))
+  if flags != _RENAME_NOREPLACE:
+    return False
+  if os.path.lexists(dst):
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+  os.rename(src, dst)
+  return True
+
+
+@functools.cache
+def _libc() -> Any:
+  """The C library, if it has ``renameat2`` (glibc 2.28 and later)."""
+  try:
+    libc = ctypes.CDLL(None, use_errno=True)
+  except OSError:  # pragma: no cover - no C library to load
+    return None
+  return libc if hasattr(libc, "renameat2") else None
 
 
 def _json_default(value: Any) -> Any:

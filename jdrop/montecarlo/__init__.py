@@ -6,6 +6,7 @@ and ``variance_shift`` give the exact numbers to check them against. See
 :mod:`jdrop._src.montecarlo`.
 """
 
+from jdrop._src.montecarlo import MAX_ENUMERATED_SIZE as MAX_ENUMERATED_SIZE
 from jdrop._src.montecarlo import Comparison as Comparison
 from jdrop._src.montecarlo import Exact as Exact
 from jdrop._src.montecarlo import Moments as Moments
