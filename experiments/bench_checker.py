@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from experiments import _timing
 
 _CHILD = r"""
 import json, sys, time
@@ -90,23 +92,17 @@ def cold(float_level: bool, runs: int) -> dict[str, float]:
 def warm(float_level: bool, rounds: int) -> dict[str, float]:
   import jdrop
 
-  fs = functions()
-  for _, f in fs:
-    jdrop.check(f, float_level=float_level)
-  times: dict[str, list[float]] = {name: [] for name, _ in fs}
-  for r in range(rounds):
-    order = fs[r % len(fs) :] + fs[: r % len(fs)]  # rotate the starting function
-    for name, f in order:
-      t = time.perf_counter()
-      jdrop.check(f, float_level=float_level)
-      times[name].append(time.perf_counter() - t)
+  runs = {
+    name: functools.partial(jdrop.check, f, float_level=float_level) for name, f in functions()
+  }
+  times = _timing.interleaved(runs, rounds=rounds, warmup=1)
   medians = {name: statistics.median(ts) for name, ts in times.items()}
   worst = max(medians, key=medians.get)
   return {
     "median": statistics.median(medians.values()),
     "max": medians[worst],
     "max_function": worst,
-    "count": len(fs),
+    "count": len(runs),
   }
 
 
@@ -119,23 +115,38 @@ def report(results: dict, command: str) -> str:
     "",
     f"- command: `{command}`",
     f"- date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}",
-    f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores,"
-    f" load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
+    f"- machine: {_timing.processor()}, {os.cpu_count()} cores,"
+    f" load average {_timing.load_average()}",
     f"- versions: python {platform.python_version()}, jax {jax.__version__},"
     f" python-flint {flint.__version__}",
     f"- functions: {results['count']} (registry + 4 parametric), both modes, every rate",
     "",
-    "| float-level finding | cold: decide all | cold: incl. import | warm: median/function |"
-    " warm: slowest function | goals met |",
-    "|---|---|---|---|---|---|",
   ]
+  rows = []
   for key in ("with", "without"):
     c, w = results[key]["cold"], results[key]["warm"]
     met = c["decide"] < 10 and w["max"] < 0.2
-    lines.append(
-      f"| {key} | {c['decide']:.2f} s | {c['with_import']:.2f} s | {1e3 * w['median']:.1f} ms |"
-      f" {1e3 * w['max']:.1f} ms ({w['max_function']}) | {'yes' if met else 'no'} |"
+    rows.append(
+      [
+        key,
+        f"{c['decide']:.2f} s",
+        f"{c['with_import']:.2f} s",
+        f"{1e3 * w['median']:.1f} ms",
+        f"{1e3 * w['max']:.1f} ms ({w['max_function']})",
+        "yes" if met else "no",
+      ]
     )
+  lines += _timing.table(
+    [
+      "float-level finding",
+      "cold: decide all",
+      "cold: incl. import",
+      "warm: median/function",
+      "warm: slowest function",
+      "goals met",
+    ],
+    rows,
+  )
   lines += [
     "",
     "Goals (issue 3): the whole registry in under 10 s cold on 2 CPU cores; under 200 ms per",
@@ -145,7 +156,8 @@ def report(results: dict, command: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", type=int, default=3, help="fresh processes for the cold time")
   parser.add_argument("--rounds", type=int, default=5, help="warm passes")
@@ -153,8 +165,7 @@ def main(argv=None) -> int:
   parser.add_argument("--force", action="store_true", help="overwrite --out")
   args = parser.parse_args(argv)
   out = Path(args.out)
-  if out.exists() and not args.force:
-    print(f"bench_checker: {out} exists; pass --force to overwrite it", file=sys.stderr)
+  if _timing.refuse_to_overwrite("bench_checker.py", {"--out": out}, force=args.force):
     return 2
   results = {"count": len(functions())}
   for key, float_level in (("with", True), ("without", False)):
@@ -162,11 +173,8 @@ def main(argv=None) -> int:
       "cold": cold(float_level, args.runs),
       "warm": warm(float_level, args.rounds),
     }
-  command = "PYTHONPATH=. python experiments/bench_checker.py " + " ".join(sys.argv[1:])
-  text = report(results, command.strip())
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(text)
-  print(text)
+  command = _timing.command_line("experiments/bench_checker.py", argv)
+  _timing.write_outputs(out, report(results, command))
   return 0
 
 

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments import _timing
+
 DEFINITE = ("holds", "fails")
 WRONG = {"holds": ("refuted",), "fails": ("proved",), "undefined": ("proved",)}
 
@@ -77,12 +79,9 @@ def run(rounds: int) -> tuple[dict, list[str]]:
   return {"stats": stats, "times": times}, problems
 
 
-def table(result: dict) -> str:
+def category_table(result: dict) -> str:
   stats, times = result["stats"], result["times"]
-  rows = [
-    "| category | functions | wrong | raised | decided | warm median | warm max |",
-    "|---|---:|---:|---:|---:|---:|---:|",
-  ]
+  rows = []
   total: collections.Counter = collections.Counter()
   every: list[float] = []
   for name, c in stats.items():
@@ -90,17 +89,23 @@ def table(result: dict) -> str:
     every.extend(times[name])
     rows.append(_row(name, c, times[name]))
   rows.append(_row("**all**", total, every))
-  return "\n".join(rows)
+  header = ["category", "functions", "wrong", "raised", "decided", "warm median", "warm max"]
+  return "\n".join(_timing.table(header, rows, align="lrrrrrr"))
 
 
-def _row(name: str, c: collections.Counter, t: list[float]) -> str:
+def _row(name: str, c: collections.Counter, t: list[float]) -> list[str]:
   share = c["decided"] / c["definite"] if c["definite"] else float("nan")
   median = statistics.median(t) * 1e3 if t else float("nan")
   peak = max(t) * 1e3 if t else float("nan")
-  return (
-    f"| {name} | {c['cases']} | {c['wrong']} | {c['raised']} | {c['decided']}/{c['definite']}"
-    f" ({share:.1%}) | {median:.0f} ms | {peak:.0f} ms |"
-  )
+  return [
+    name,
+    str(c["cases"]),
+    str(c["wrong"]),
+    str(c["raised"]),
+    f"{c['decided']}/{c['definite']} ({share:.1%})",
+    f"{median:.0f} ms",
+    f"{peak:.0f} ms",
+  ]
 
 
 def main() -> None:
@@ -109,8 +114,8 @@ def main() -> None:
   parser.add_argument("--out", type=Path, default=None)
   parser.add_argument("--force", action="store_true")
   args = parser.parse_args()
-  if args.out is not None and args.out.exists() and not args.force:
-    sys.exit(f"bench_checker_zoo: {args.out} exists; pass --force to replace it")
+  if _timing.refuse_to_overwrite("bench_checker_zoo.py", {"--out": args.out}, force=args.force):
+    sys.exit(1)
   import jax
 
   import jdrop  # noqa: F401
@@ -124,7 +129,7 @@ def main() -> None:
       f" {platform.python_version()}, jax {jax.__version__}, python-flint {_flint()};"
       f" `PYTHONPATH=.:tests python experiments/bench_checker_zoo.py --rounds {args.rounds}`",
       "",
-      table(result),
+      category_table(result),
       "",
       *(f"- {p}" for p in problems),
     ]

@@ -33,19 +33,16 @@ the load average: other work on the same cores skews the numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
-import shlex
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import jax
@@ -54,8 +51,10 @@ import jaxlib
 import numpy as np
 
 import jdrop
+from experiments import _timing
+from experiments._timing import table
 from jdrop import montecarlo
-from jdrop._src import montecarlo as mc_src
+from jdrop._src.montecarlo import common as mc_common
 
 RATE = 0.5
 SIZE = 4096
@@ -90,20 +89,6 @@ def flat(result: montecarlo.Comparison) -> dict[str, Any]:
   return data | {"mismatch_fraction": result.mismatch_fraction}
 
 
-def time_interleaved(runs: dict[str, Any], rounds: int) -> dict[str, list[float]]:
-  for run in runs.values():  # compile and warm up
-    run()
-  samples: dict[str, list[float]] = {name: [] for name in runs}
-  names = list(runs)
-  for r in range(rounds):
-    shift = r % len(names)
-    for name in names[shift:] + names[:shift]:
-      start = time.perf_counter()
-      runs[name]()
-      samples[name].append(time.perf_counter() - start)
-  return samples
-
-
 # ----------------------------------------------------------------------------
 # The Python loop of jitted single-mask calls.
 
@@ -126,7 +111,7 @@ def loop_step():
     delta = post - post_mean
     post_mean = post_mean + delta / n
     post_m2 = post_m2 + delta * (post - post_mean)
-    bad, _ = mc_src._disagreement(pre[None], post[None], rtol, jnp.ones((1,), bool))
+    bad, _ = mc_common.disagreement(pre[None], post[None], rtol, jnp.ones((1,), bool))
     return n, pre_mean, pre_m2, post_mean, post_m2, mismatches + bad
 
   def loop(num_masks: int):
@@ -157,15 +142,17 @@ def check_loop(loop_state, engine: montecarlo.Comparison, num_masks: int) -> Non
 def bench_loop(num_masks: int, rounds: int) -> dict[str, Any]:
   loop = loop_step()
   check_loop(loop(num_masks), study(num_masks), num_masks)
-  samples = time_interleaved(
+  samples = _timing.interleaved(
     {"compare_orders (vmapped)": lambda: study(num_masks), "loop": lambda: loop(num_masks)},
-    rounds,
+    rounds=rounds,
+    warmup=1,
   )
   return {"num_masks": num_masks, "samples": samples}
 
 
 def bench_engine(sizes: Sequence[int], rounds: int) -> dict[str, Any]:
-  samples = time_interleaved({str(n): (lambda n=n: study(n)) for n in sizes}, rounds)
+  runs = {str(n): (lambda n=n: study(n)) for n in sizes}
+  samples = _timing.interleaved(runs, rounds=rounds, warmup=1)
   return {"samples": samples}
 
 
@@ -198,7 +185,7 @@ def worker(args: argparse.Namespace) -> int:
       study(args.masks)
       samples.append(time.perf_counter() - wall_start)
       cpu.append(time.process_time() - cpu_start)
-    report = {"samples": samples, "cpu_s": statistics.median(cpu), "result": flat(result)}
+    report = {"samples": samples, "cpu_s": median(cpu), "result": flat(result)}
     report |= {"devices": jax.device_count(), "processes": jax.process_count()}
   if jax.process_index() == 0:
     print(json.dumps(report))
@@ -252,30 +239,8 @@ def bench_scaling(masks: int, rounds: int) -> list[dict[str, Any]]:
 # The report.
 
 
-def median(samples: Sequence[float]) -> float:
-  return statistics.median(samples)
-
-
 def fmt_time(seconds: float) -> str:
-  return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def load_average() -> str:
-  return " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-
-
-def processor() -> str:
-  cpuinfo = Path("/proc/cpuinfo")
-  if cpuinfo.exists():
-    for line in cpuinfo.read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  return platform.processor() or "unknown processor"
+  return _timing.fmt_time(seconds, finest="ms")
 
 
 def render(results: dict[str, Any]) -> str:
@@ -379,13 +344,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="experiments/bench_montecarlo.py", description=__doc__)
-  parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds (smoke test)")
-  parser.add_argument(
-    "--out", type=Path, help="Markdown report (default results/montecarlo-cpu.md)"
+  _timing.add_report_options(
+    parser,
+    quick="small sizes, 2 rounds (smoke test)",
+    out="experiments/results/montecarlo-cpu.md",
+    rounds=DEFAULT_ROUNDS,
   )
-  parser.add_argument("--json", type=Path, help="also write the raw numbers as JSON here")
-  parser.add_argument("--rounds", type=int, help=f"timed rounds (default {DEFAULT_ROUNDS})")
-  parser.add_argument("--force", action="store_true", help="overwrite existing output files")
   # Internal: one configuration in a subprocess.
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
@@ -394,10 +358,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--coordinator", help=argparse.SUPPRESS)
   parser.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
   parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
-  args = parser.parse_args(argv)
-  if args.rounds is not None and args.rounds < 1:
-    parser.error(f"--rounds must be at least 1, got {args.rounds}")
-  return args
+  return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,62 +368,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.rounds = args.rounds or DEFAULT_ROUNDS
     return worker(args)
   out = args.out or RESULTS_DIR / "montecarlo-cpu.md"
-  existing = [p for p in (out, args.json) if p is not None and p.exists()]
-  if existing and not args.force:
-    print(
-      f"bench_montecarlo.py: refusing to overwrite {', '.join(map(str, existing))}; pass"
-      " --force to replace it, or --out/--json to write elsewhere.",
-      file=sys.stderr,
-    )
+  outputs = {"--out": out, "--json": args.json}
+  if _timing.refuse_to_overwrite("bench_montecarlo.py", outputs, force=args.force):
     return 2
   sizes = QUICK if args.quick else {}
   rounds = args.rounds or sizes.get("rounds", DEFAULT_ROUNDS)
   loop_masks = sizes.get("loop_masks", LOOP_MASKS)
   scale_masks = sizes.get("scale_masks", SCALE_MASKS)
   big_masks = sizes.get("big_masks", BIG_MASKS)
-  command = shlex.join(["python", "experiments/bench_montecarlo.py", *argv])
-  if os.environ.get("PYTHONPATH"):
-    command = f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} {command}"
-  start = time.perf_counter()
+  clock = _timing.Stopwatch()
   results: dict[str, Any] = {
     "meta": {
-      "command": command,
-      "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-      "processor": processor(),
-      "cpu_count": os.cpu_count(),
-      "uname": " ".join(platform.uname()),
-      "versions": {
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": np.__version__,
-      },
+      "command": _timing.command_line("experiments/bench_montecarlo.py", argv),
+      **_timing.machine_info(),
+      "versions": _timing.versions(jax, jaxlib, np),
       "rounds": rounds,
-      "load_start": load_average(),
+      "load_start": _timing.load_average(),
     },
     "scale_masks": scale_masks,
   }
-
-  def stage(text: str) -> None:
-    print(f"[{time.perf_counter() - start:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-  stage(f"vmapped against a loop, {loop_masks} masks")
+  clock.stage(f"vmapped against a loop, {loop_masks} masks")
   results["loop"] = bench_loop(loop_masks, rounds)
-  stage("masks per second")
+  clock.stage("masks per second")
   results["engine"] = bench_engine((loop_masks, scale_masks), rounds)
-  stage(f"devices and processes, {scale_masks} masks")
+  clock.stage(f"devices and processes, {scale_masks} masks")
   results["scaling"] = bench_scaling(scale_masks, rounds)
-  stage(f"memory, {big_masks:,} masks")
+  clock.stage(f"memory, {big_masks:,} masks")
   results["memory"] = run_workers(1, 1, ["--memory", "--big-masks", str(big_masks)])
   results["goals"] = goals(results)
-  results["meta"]["load_end"] = load_average()
-  results["meta"]["wall_s"] = time.perf_counter() - start
-  markdown = render(results)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(markdown)
-  if args.json is not None:
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-  print(markdown)
+  results["meta"]["load_end"] = _timing.load_average()
+  results["meta"]["wall_s"] = clock.elapsed()
+  _timing.write_outputs(out, render(results), args.json, results)
   return 0
 
 

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shlex
 import statistics
 import sys
 import time
@@ -45,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from experiments import _timing
 from jdrop._src.studies import training
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -65,14 +64,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--order", choices=("pre", "post"), default="post")
   parser.add_argument("--rate", type=float, default=0.5)
   parser.add_argument("--seeds", type=int, default=8)
-  parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-  parser.add_argument("--quick", action="store_true", help="20 steps, 2 rounds (a smoke test)")
-  parser.add_argument(
-    "--out", type=Path, help="Markdown report (default: results/training-<platform>.md)"
+  _timing.add_report_options(
+    parser,
+    quick="20 steps, 2 rounds (a smoke test)",
+    out="experiments/results/training-<platform>.md",
+    rounds=DEFAULT_ROUNDS,
+    json_help="raw numbers (default: the report's path, .json)",
   )
-  parser.add_argument("--json", type=Path, help="raw numbers (default: the report's path, .json)")
-  parser.add_argument("--force", action="store_true", help="overwrite existing reports")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  args.rounds = 2 if args.quick else args.rounds or DEFAULT_ROUNDS
+  return args
 
 
 def timed_compile(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -80,18 +81,6 @@ def timed_compile(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
   start = time.perf_counter()
   compiled = fn.lower(*args).compile()
   return compiled, time.perf_counter() - start
-
-
-def interleaved(runners: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-  """Seconds per call of each runner, in ``rounds`` rounds whose starting runner alternates."""
-  names = list(runners)
-  samples: dict[str, list[float]] = {name: [] for name in names}
-  for r in range(rounds):
-    for name in names[r % len(names) :] + names[: r % len(names)]:
-      start = time.perf_counter()
-      jax.block_until_ready(runners[name]())
-      samples[name].append(time.perf_counter() - start)
-  return samples
 
 
 def check_same(vmapped: training.Trained, singles: Sequence[training.Trained]) -> dict[str, Any]:
@@ -132,12 +121,12 @@ def comparison(
   batched = jax.block_until_ready(compiled(*vmapped_args))  # also the warm-up call
   alone = [jax.block_until_ready(single(*args)) for args in single_args]
   agreement = check_same(batched, alone)
-  samples = interleaved(
+  samples = _timing.interleaved(
     {
-      "vmapped": lambda: compiled(*vmapped_args),
-      "loop": lambda: [single(*args) for args in single_args],
+      "vmapped": lambda: jax.block_until_ready(compiled(*vmapped_args)),
+      "loop": lambda: jax.block_until_ready([single(*args) for args in single_args]),
     },
-    rounds,
+    rounds=rounds,
   )
   vmapped_s, loop_s = statistics.median(samples["vmapped"]), statistics.median(samples["loop"])
   return {
@@ -177,7 +166,13 @@ def bench_products(models: int, width: int, rounds: int) -> dict[str, Any]:
   one = jax.jit(chained, compiler_options=options).lower(w[0], x[0]).compile()
   many = jax.jit(jax.vmap(chained), compiler_options=options).lower(w, x).compile()
   jax.block_until_ready((one(w[0], x[0]), many(w, x)))
-  samples = interleaved({"one": lambda: one(w[0], x[0]), "many": lambda: many(w, x)}, rounds)
+  samples = _timing.interleaved(
+    {
+      "one": lambda: jax.block_until_ready(one(w[0], x[0])),
+      "many": lambda: jax.block_until_ready(many(w, x)),
+    },
+    rounds=rounds,
+  )
   one_s, many_s = statistics.median(samples["one"]), statistics.median(samples["many"])
   return {
     "models": models,
@@ -188,13 +183,12 @@ def bench_products(models: int, width: int, rounds: int) -> dict[str, Any]:
   }
 
 
-def bench(args: argparse.Namespace) -> dict[str, Any]:
+def bench(args: argparse.Namespace, command: str) -> dict[str, Any]:
   meta = training.metadata()  # the load average before the work
-  meta["command"] = "PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in sys.argv)
+  meta["command"] = command
   config = training.DEFAULT if args.config == "default" else training.FULL
   if args.quick:
     config = dataclasses.replace(config, steps=20)
-    args.rounds = 2
   data = training.load(config)
   arrays = [jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test)]
   train = training.trainer(args.variant, config, data.num_classes)
@@ -281,17 +275,20 @@ def render(results: dict[str, Any], load_end: str, wall_s: float) -> str:
     f" {MEAN_ERROR_ATOL * 100:g} points); {setup['rounds']} interleaved"
     " rounds after a warm-up call; medians; speed-up = loop median / vmapped median",
     "",
-    "| what | models | one vmapped program | Python loop of jitted single-seed calls | speed-up |"
-    " compile: vmapped | compile: single | same test error | max parameter gap |",
-    "|---|---|---|---|---|---|---|---|---|",
   ]
-  for row in results["rows"]:
-    lines.append(
-      f"| {row['name']} | {row['models']} | {row['vmapped_s'] * 1e3:.0f} ms |"
-      f" {row['loop_s'] * 1e3:.0f} ms | {row['speedup']:.2f}x | {row['compile_vmapped_s']:.1f} s |"
-      f" {row['compile_single_s']:.1f} s | {row['test_errors_equal']}/{row['models']} |"
-      f" {row['max_param_gap']:.2g} |"
-    )
+  columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [  # a header, its cells
+    ("what", lambda r: r["name"]),
+    ("models", lambda r: str(r["models"])),
+    ("one vmapped program", lambda r: f"{r['vmapped_s'] * 1e3:.0f} ms"),
+    ("Python loop of jitted single-seed calls", lambda r: f"{r['loop_s'] * 1e3:.0f} ms"),
+    ("speed-up", lambda r: f"{r['speedup']:.2f}x"),
+    ("compile: vmapped", lambda r: f"{r['compile_vmapped_s']:.1f} s"),
+    ("compile: single", lambda r: f"{r['compile_single_s']:.1f} s"),
+    ("same test error", lambda r: f"{r['test_errors_equal']}/{r['models']}"),
+    ("max parameter gap", lambda r: f"{r['max_param_gap']:.2g}"),
+  ]
+  rows = [[cell(row) for _, cell in columns] for row in results["rows"]]
+  lines += _timing.table([header for header, _ in columns], rows)
   goal = results["goal"]
   verdict = "met" if goal["met"] else "NOT met"
   lines += [
@@ -326,26 +323,21 @@ def render(results: dict[str, Any], load_end: str, wall_s: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   platform = jax.default_backend()
   out = args.out or RESULTS_DIR / f"training-{platform}.md"
   json_out = args.json or out.with_suffix(".json")
-  existing = [str(p) for p in (out, json_out) if p.exists()]
-  if existing and not args.force:
-    print(
-      f"bench_training: {', '.join(existing)} exists; pass --force to overwrite", file=sys.stderr
-    )
+  outputs = {"--out": out, "--json": json_out}
+  if _timing.refuse_to_overwrite("bench_training.py", outputs, force=args.force):
     return 2
-  start = time.perf_counter()
-  results = bench(args)
-  load_end = training.metadata()["load_average"]
+  clock = _timing.Stopwatch()
+  results = bench(args, _timing.command_line("experiments/bench_training.py", argv))
+  load_end = _timing.load_average()
   results["meta"]["load_average_end"] = load_end
-  results["meta"]["wall_s"] = time.perf_counter() - start
+  results["meta"]["wall_s"] = clock.elapsed()
   text = render(results, load_end, results["meta"]["wall_s"])
-  out.parent.mkdir(parents=True, exist_ok=True)
-  json_out.write_text(json.dumps(results, indent=1) + "\n")
-  out.write_text(text)
-  print(text)
+  _timing.write_outputs(out, text, json_out, results, indent=1)
   return 0
 
 

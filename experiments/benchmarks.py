@@ -37,16 +37,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import math
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -61,6 +57,10 @@ import numpy as np
 from jax import lax
 
 import jdrop
+from experiments import _timing
+from experiments._timing import Runner
+from experiments._timing import fmt_time
+from experiments._timing import table
 
 RATE = 0.5
 KEEP = 1.0 - RATE
@@ -140,15 +140,7 @@ def uses_jax_random(fn: DropoutFn, key: jax.Array) -> bool:
   return "random_bits" in jaxpr or "threefry2x32" in jaxpr
 
 
-@dataclasses.dataclass(frozen=True)
-class Contender:
-  """A named zero-argument callable that runs once and blocks until the result is ready."""
-
-  name: str
-  run: Callable[[], Any]
-
-
-def jax_runner(fn: Callable[..., jax.Array], *args: Any) -> Callable[[], Any]:
+def jax_runner(fn: Callable[..., jax.Array], *args: Any) -> Runner:
   return lambda: fn(*args).block_until_ready()
 
 
@@ -161,7 +153,7 @@ def import_torch() -> ModuleType | None:
   return torch
 
 
-def torch_contender(x: jax.Array, jax_platform: str) -> Contender | str:
+def torch_runner(x: jax.Array, jax_platform: str) -> Runner | str:
   """``torch.nn.functional.dropout`` on the device JAX uses, or the reason it is skipped."""
   torch = import_torch()
   if torch is None:
@@ -181,7 +173,7 @@ def torch_contender(x: jax.Array, jax_platform: str) -> Contender | str:
     torch.nn.functional.dropout(t, p=RATE, training=True)
     sync()
 
-  return Contender(TORCH, run)
+  return run
 
 
 # ----------------------------------------------------------------------------
@@ -208,24 +200,14 @@ class Timing:
     return (q3 - q1) / self.median
 
 
-def time_once(run: Callable[[], Any], reps: int) -> float:
-  start = time.perf_counter()
-  for _ in range(reps):
-    run()
-  return (time.perf_counter() - start) / reps
-
-
 def time_interleaved(
-  contenders: Sequence[Contender], *, rounds: int, warmup: int
+  contenders: Mapping[str, Runner], *, rounds: int, warmup: int
 ) -> dict[str, Timing]:
   """Round-robin timing of already compiled contenders; see the module docstring."""
-  warm = [min(time_once(c.run, 1) for _ in range(max(warmup, 1))) for c in contenders]
-  reps = max(1, min(MAX_REPS, math.ceil(MIN_SAMPLE_S / max(min(warm), 1e-9))))
-  samples: dict[str, list[float]] = {c.name: [] for c in contenders}
-  for r in range(rounds):
-    shift = r % len(contenders)
-    for c in (*contenders[shift:], *contenders[:shift]):
-      samples[c.name].append(time_once(c.run, reps))
+  reps = _timing.calibrate_reps(
+    contenders.values(), warmup=warmup, min_sample_s=MIN_SAMPLE_S, max_reps=MAX_REPS
+  )
+  samples = _timing.interleaved(contenders, rounds=rounds, reps=reps)
   return {name: Timing(tuple(s), reps) for name, s in samples.items()}
 
 
@@ -259,17 +241,17 @@ def bench_dropout(
     # At rate 0.5 the scale 1/0.5 is a power of two, so bf16 outputs match exactly too.
     check_equal(f"{name} vs {FLAX} at 2^{exponent} {np.dtype(dtype).name}", fn(key, x), want)
   del want
-  contenders = [Contender(name, jax_runner(fn, key, x)) for name, fn in jitted.items()]
-  torch_or_reason = torch_contender(x, jax_platform)
+  contenders = {name: jax_runner(fn, key, x) for name, fn in jitted.items()}
+  torch_or_reason = torch_runner(x, jax_platform)
   skipped = None
-  if isinstance(torch_or_reason, Contender):
-    torch_or_reason.run()  # first call: allocation and kernel selection
-    contenders.append(torch_or_reason)
-  else:
+  if isinstance(torch_or_reason, str):
     skipped = torch_or_reason
+  else:
+    torch_or_reason()  # first call: allocation and kernel selection
+    contenders[TORCH] = torch_or_reason
   floor_jit = jax.jit(floor)
   floor_jit(x).block_until_ready()
-  contenders.append(Contender(FLOOR, jax_runner(floor_jit, x)))
+  contenders[FLOOR] = jax_runner(floor_jit, x)
   timings = time_interleaved(contenders, rounds=rounds, warmup=warmup)
 
   nbytes = 2 * n * np.dtype(dtype).itemsize  # x read once, the output written once
@@ -300,7 +282,7 @@ def bench_masks(shape: tuple[int, int], *, rounds: int, warmup: int) -> dict[str
   theirs = jax.jit(jax.vmap(lambda k: jax.random.bernoulli(k, KEEP, (length,))))
   check_equal(f"vmapped jdrop.keep_mask {count}x{length}", ours(keys), theirs(keys))
   timings = time_interleaved(
-    [Contender("jdrop", jax_runner(ours, keys)), Contender("bernoulli", jax_runner(theirs, keys))],
+    {"jdrop": jax_runner(ours, keys), "bernoulli": jax_runner(theirs, keys)},
     rounds=rounds,
     warmup=warmup,
   )
@@ -432,20 +414,6 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 # Reporting.
 
 
-def fmt_time(seconds: float) -> str:
-  if seconds < 1e-3:
-    return f"{seconds * 1e6:.1f} µs"
-  if seconds < 1:
-    return f"{seconds * 1e3:.2f} ms"
-  return f"{seconds:.3f} s"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
-  return lines
-
-
 def render_markdown(results: dict[str, Any]) -> str:
   meta = results["meta"]
   lines = [
@@ -575,45 +543,21 @@ def render_markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def load_average() -> str:
-  """The 1/5/15-minute load averages, where the OS reports them (other work skews timings)."""
-  if not hasattr(os, "getloadavg"):
-    return "n/a"
-  return " ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
-def machine_info(command: str, rounds: int, warmup: int) -> dict[str, Any]:
+def metadata(command: str, rounds: int, warmup: int) -> dict[str, Any]:
+  """The command, the machine, the devices, the versions and the method, for the report."""
   device = jax.devices()[0]
-  processor = platform.processor()
-  cpuinfo = Path("/proc/cpuinfo")
-  if not processor and cpuinfo.exists():
-    models = [line for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
-    processor = models[0].split(":", 1)[1].strip() if models else ""
-  versions = {
-    "python": platform.python_version(),
-    "jax": jax.__version__,
-    "jaxlib": jaxlib.__version__,
-    "flax": flax.__version__,
-    "numpy": np.__version__,
-  }
   torch = import_torch()
-  if torch is not None:
-    versions["torch"] = torch.__version__
-  key = jax.random.key(0)
   return {
     "command": command,
-    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    **_timing.machine_info(),
     "platform": device.platform,
     "device_kind": device.device_kind,
     "device_count": jax.device_count(),
-    "processor": processor or "unknown processor",
-    "uname": " ".join(platform.uname()),
-    "cpu_count": os.cpu_count(),
-    "versions": versions,
+    "versions": _timing.versions(jax, jaxlib, flax, np, *([] if torch is None else [torch])),
     "rounds": rounds,
     "warmup": warmup,
-    "load_average_start": load_average(),
-    "fused_path": not uses_jax_random(jdrop_dropout, key),
+    "load_average_start": _timing.load_average(),
+    "fused_path": not uses_jax_random(jdrop_dropout, jax.random.key(0)),
   }
 
 
@@ -626,15 +570,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     prog="experiments/benchmarks.py",
     description="Benchmark jdrop's dropout against flax, jax.random and torch.",
   )
-  parser.add_argument(
-    "--quick", action="store_true", help="small sizes and 3 rounds (a smoke test)"
+  _timing.add_report_options(
+    parser,
+    quick="small sizes and 3 rounds (a smoke test)",
+    out="experiments/results/benchmarks-<platform>.md",
+    rounds=DEFAULT_ROUNDS,
   )
-  parser.add_argument(
-    "--out",
-    type=Path,
-    help="Markdown report (default experiments/results/benchmarks-<platform>.md)",
-  )
-  parser.add_argument("--json", type=Path, help="also write the results as JSON here")
   parser.add_argument(
     "--sizes",
     type=int,
@@ -643,13 +584,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     help=f"array sizes as powers of two (default {' '.join(map(str, DEFAULT_SIZES))}; "
     "add 28 on a GPU)",
   )
-  parser.add_argument("--rounds", type=int, help=f"timed rounds (default {DEFAULT_ROUNDS})")
-  parser.add_argument("--force", action="store_true", help="overwrite existing output files")
   args = parser.parse_args(argv)
   if args.sizes is not None and not all(1 <= k <= 31 for k in args.sizes):
     parser.error(f"--sizes must be exponents in [1, 31], got {args.sizes}")
-  if args.rounds is not None and args.rounds < 1:
-    parser.error(f"--rounds must be at least 1, got {args.rounds}")
   return args
 
 
@@ -661,61 +598,40 @@ def main(argv: Sequence[str] | None = None) -> int:
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   jax_platform = jax.devices()[0].platform
   out = args.out or RESULTS_DIR / f"benchmarks-{jax_platform}.md"
-  existing = [p for p in (out, args.json) if p is not None and p.exists()]
-  if existing and not args.force:
-    print(
-      f"benchmarks.py: refusing to overwrite {', '.join(map(str, existing))}; "
-      "pass --force to replace it, or --out/--json to write elsewhere.",
-      file=sys.stderr,
-    )
+  outputs = {"--out": out, "--json": args.json}
+  if _timing.refuse_to_overwrite("benchmarks.py", outputs, force=args.force):
     return 2
 
   sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
   rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
   warmup = 1 if args.quick else 2
-  pythonpath = os.environ.get("PYTHONPATH")
-  command = shlex.join(["python", "experiments/benchmarks.py", *argv])
-  if pythonpath:
-    command = f"PYTHONPATH={shlex.quote(pythonpath)} {command}"
-  start = time.perf_counter()
-  results: dict[str, Any] = {"meta": machine_info(command, rounds, warmup), "dropout": []}
+  command = _timing.command_line("experiments/benchmarks.py", argv)
+  clock = _timing.Stopwatch()
+  results: dict[str, Any] = {"meta": metadata(command, rounds, warmup), "dropout": []}
 
   try:
     torch_skipped = None
     for exponent in sizes:
       for dtype in DTYPES:
-        print(
-          f"[{time.perf_counter() - start:6.1f} s] dropout 2^{exponent} {np.dtype(dtype).name}",
-          file=sys.stderr,
-          flush=True,
-        )
+        clock.stage(f"dropout 2^{exponent} {np.dtype(dtype).name}")
         rows, torch_skipped = bench_dropout(
           exponent, dtype, rounds=rounds, warmup=warmup, jax_platform=jax_platform
         )
         results["dropout"] += rows
     results["meta"]["torch_skipped"] = torch_skipped
-    print(f"[{time.perf_counter() - start:6.1f} s] many masks", file=sys.stderr, flush=True)
+    clock.stage("many masks")
     shape = QUICK_MASKS_SHAPE if args.quick else MASKS_SHAPE
     results["masks"] = bench_masks(shape, rounds=rounds, warmup=warmup)
   except BenchmarkError as err:
     print(f"benchmarks.py: {err}", file=sys.stderr)
     return 1
-  print(
-    f"[{time.perf_counter() - start:6.1f} s] memory and compile time", file=sys.stderr, flush=True
-  )
+  clock.stage("memory and compile time")
   results["memory"] = bench_memory(MEMORY_SIZE)
   results["compile"] = bench_compile(1 if args.quick else 5)
   results["goals"] = evaluate_goals(results)
-  results["meta"]["load_average_end"] = load_average()
-  results["meta"]["wall_s"] = time.perf_counter() - start
-
-  markdown = render_markdown(results)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(markdown)
-  if args.json is not None:
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-  print(markdown)
+  results["meta"]["load_average_end"] = _timing.load_average()
+  results["meta"]["wall_s"] = clock.elapsed()
+  _timing.write_outputs(out, render_markdown(results), args.json, results)
   print(f"wrote {out}" + (f" and {args.json}" if args.json else ""), file=sys.stderr)
   return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jdrop._src import cli
 from jdrop._src import cli_mc
+from jdrop._src import distributed
 from jdrop._src import montecarlo
 
 
@@ -34,13 +35,13 @@ def hang(*args, **kwargs) -> None:
 
 def inject(point: str) -> None:
   if point == "handshake":
-    rendezvous = montecarlo.rendezvous
+    rendezvous = distributed.rendezvous
 
     def rendezvous_then_die(*args, **kwargs):
       rendezvous(*args, **kwargs)
       die()
 
-    montecarlo.rendezvous = rendezvous_then_die
+    distributed.rendezvous = rendezvous_then_die
   elif point in ("running", "hang"):
     compare_orders = montecarlo.compare_orders
 
@@ -49,7 +50,7 @@ def inject(point: str) -> None:
 
     montecarlo.compare_orders = compare_orders_with_fault
   elif point == "abort":
-    montecarlo.jax.distributed.initialize = lambda *args, **kwargs: os.abort()
+    distributed.jax.distributed.initialize = lambda *args, **kwargs: os.abort()
 
 
 if __name__ == "__main__":

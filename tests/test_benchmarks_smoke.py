@@ -14,7 +14,8 @@ from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks.py"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "benchmarks.py"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,9 @@ def benchmarks() -> ModuleType:
   assert spec is not None and spec.loader is not None
   module = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = module  # dataclasses look their module up here
-  spec.loader.exec_module(module)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.syspath_prepend(str(ROOT))  # it imports experiments._timing, as with PYTHONPATH=.
+    spec.loader.exec_module(module)
   return module
 
 

@@ -362,3 +362,9 @@ def test_truth_of_x_times_tanh_feature_scale():
   cx = check(lambda x: x * jnp.tanh(1e6 * x)).pathwise.counterexample
   t = abs(float(np.ravel(cx.x)[cx.index]))
   assert 1e-9 < t < 1e-3, cx
+
+
+@pytest.mark.parametrize("spec", [".cli:main", "..x:y", ":relu", "jax.nn:"])
+def test_bad_import_paths_are_one_value_error(spec):
+  with pytest.raises(ValueError, match="module:attribute"):
+    check(spec)

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from jdrop import montecarlo
-from jdrop._src import montecarlo as mc_src
+from jdrop._src import distributed as mc_src
 
 # ----------------------------------------------------------------------------
 # The address parser, as a unit.

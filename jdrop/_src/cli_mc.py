@@ -47,6 +47,7 @@ import numpy as np
 
 from jdrop._src import activations
 from jdrop._src import cli_args
+from jdrop._src import distributed
 from jdrop._src import montecarlo
 from jdrop._src import order
 from jdrop._src.report import free_sibling
@@ -86,13 +87,13 @@ _num_processes = cli_args.checked(
 _process_id = cli_args.checked(int, lambda v: v >= 0, "must be an integer >= 0")
 _timeout = cli_args.checked(
   float,
-  lambda v: 0 < v <= montecarlo.MAX_TIMEOUT,
-  f"must be a number of seconds in (0, {montecarlo.MAX_TIMEOUT}]",
+  lambda v: 0 < v <= distributed.MAX_TIMEOUT,
+  f"must be a number of seconds in (0, {distributed.MAX_TIMEOUT}]",
 )
 
 
 def _coordinator(text: str) -> str:
-  problem = montecarlo.address_problem(text)
+  problem = distributed.address_problem(text)
   if problem is not None:
     raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
   return text
@@ -330,7 +331,7 @@ def study(args: argparse.Namespace, progress: Callable[[int, int], None] | None)
   multi-process run) and returns its JSON document."""
   f = order.resolve_activation(_PREFIX_COMPARE, args.activation)
   if _check_processes(args):
-    montecarlo.initialize(
+    distributed.initialize(
       args.coordinator,
       num_processes=args.num_processes,
       process_id=args.process_id,

@@ -129,9 +129,14 @@ def _name(f: Any) -> str:
 
 def _import(spec: str, *, fn: str, arg: str) -> Target:
   module_name, _, attr = spec.partition(":")
-  if not module_name or not attr:
+  if not module_name or not attr or module_name.startswith("."):
     raise errors.value_error(
-      fn, arg, "must be 'module:attribute'", spec, "Pass e.g. 'mypkg.layers:my_activation'."
+      fn,
+      arg,
+      "must be 'module:attribute' with an absolute module path",
+      spec,
+      "Pass e.g. 'mypkg.layers:my_activation' (a relative path such as '.layers' has no"
+      " package to be relative to).",
     )
   try:
     obj: Any = importlib.import_module(module_name)

@@ -109,6 +109,7 @@ def _shifts_exact(names: list[str], rates: tuple[float, ...], degree: int = 96) 
   estimates the error.
   """
   from jdrop._src import montecarlo
+  from jdrop._src.montecarlo import shifts as mc_shifts
 
   points = np.array(sorted({b for name in names for b in _breakpoints(name)}), np.float64)
   zeros, ones = np.zeros(len(names)), np.ones(len(names))
@@ -120,13 +121,15 @@ def _shifts_exact(names: list[str], rates: tuple[float, ...], degree: int = 96) 
       keep = 1.0 - rate
       results = []
       for nodes_per_piece in (degree, 3 * degree // 4):
-        nodes, weights = montecarlo._quadrature(zeros, ones, nodes_per_piece, points)
-        scaled, scaled_weights = montecarlo._quadrature(zeros, ones, nodes_per_piece, keep * points)
+        nodes, weights = mc_shifts.quadrature(zeros, ones, nodes_per_piece, points)
+        scaled, scaled_weights = mc_shifts.quadrature(zeros, ones, nodes_per_piece, keep * points)
         at = montecarlo.exact_moments(f, jnp.asarray(nodes), rate=rate)
         at_scaled = montecarlo.exact_moments(f, jnp.asarray(scaled), rate=rate)
-        shifts = montecarlo._shifts(at_scaled.pre, scaled_weights, at.post, at.reference, weights)
+        shifts = mc_shifts.order_shifts(
+          at_scaled.pre, scaled_weights, at.post, at.reference, weights
+        )
         results.append(jax.tree.map(np.asarray, shifts))
-      errors.append(montecarlo._quadrature_error(*results))
+      errors.append(mc_shifts.quadrature_error(*results))
       for k, name in enumerate(names):
         out[name][str(rate)] = {
           order: {

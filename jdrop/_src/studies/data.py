@@ -55,6 +55,31 @@ class Dataset:
     }
 
 
+def digit_pixels() -> np.ndarray:
+  """The 1797 8x8 handwritten digits of scikit-learn (UCI), as float32 of shape (1797, 64).
+
+  Raw pixel values 0..16 (``jdrop.montecarlo.load_digits``: real data for
+  ``dense_preactivations``); needs the optional dependency ``scikit-learn`` (the data ship
+  with it, no download).
+
+  Raises:
+    ImportError: if scikit-learn is not installed, saying how to install it.
+  """
+  return np.asarray(_sklearn("jdrop.montecarlo.load_digits").load_digits().data, np.float32)
+
+
+def _sklearn(fn: str) -> Any:
+  """scikit-learn's ``datasets``, or an ImportError that says how to install it."""
+  try:
+    from sklearn import datasets  # an optional dependency: only the digits need it
+  except ImportError as err:
+    raise ImportError(
+      f"{fn}: needs scikit-learn, which is not installed. Install it with"
+      " `pip install scikit-learn`, or pass your own arrays."
+    ) from err
+  return datasets
+
+
 def load_digits(*, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
   """scikit-learn's 8x8 digits, pixels scaled to [0, 1], in a fixed stratified split.
 
@@ -83,15 +108,9 @@ def load_digits(*, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     raise errors.value_error(
       fn, "test_fraction", "must lie in (0, 1)", test_fraction, "Use e.g. test_fraction=0.25."
     )
-  try:
-    from sklearn import datasets  # an optional dependency: only this loader needs it
-    from sklearn import model_selection
-  except ImportError as err:
-    raise ImportError(
-      f"{fn}: needs scikit-learn, which is not installed. Install it with"
-      " `pip install scikit-learn`, or pass your own arrays with load_npz."
-    ) from err
-  digits = datasets.load_digits()
+  digits = _sklearn(fn).load_digits()
+  from sklearn import model_selection
+
   x = np.asarray(digits.data, np.float32) / np.float32(16.0)
   y = np.asarray(digits.target, np.int32)
   x_train, x_test, y_train, y_test = model_selection.train_test_split(
