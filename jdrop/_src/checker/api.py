@@ -20,6 +20,7 @@ import importlib
 import itertools
 import math
 import numbers
+import time
 from collections.abc import Callable
 from collections.abc import Sequence
 from fractions import Fraction
@@ -49,6 +50,10 @@ MAX_MASK_ENUMERATION = 8  # 2**8 masks for the exact expectation of a non-elemen
 # Certified evaluations of f one search may spend (a search that finds nothing says
 # "unknown"; this bounds its time for large closed-over arrays or many masks).
 SEARCH_BUDGET = 2000
+# ... and seconds of wall time (a matrix product over 256 elements costs 65536 ball
+# multiplications per evaluation: the search stops, and says so, rather than run for minutes).
+SEARCH_SECONDS = 3.0
+CHECK_SECONDS = 10.0  # all engines of one check together (typically well under 1 s)
 SEARCH_RATES = (0.5, 0.25, 0.75, 0.1, 0.9)  # tried in this order when rate=None
 # Scalars tried as inputs when no engine gives better candidates: both signs,
 # every magnitude that activations treat differently, all exact in float32.
@@ -268,13 +273,14 @@ class _Function:
     self.elementwise = elementwise
     self._cache: dict[bytes, np.ndarray | None] = {}
     self.budget = SEARCH_BUDGET
+    self.deadline = math.inf
     self.failure = ""  # the first internal error of an evaluation, for the reasons
 
   def __call__(self, x: np.ndarray) -> np.ndarray | None:
     """``f(x)`` as balls, or None where the balls cannot decide (or f is undefined)."""
     key = _key(x)
     if key not in self._cache:
-      if self.budget <= 0:
+      if self.budget <= 0 or time.monotonic() > self.deadline:
         raise _OutOfBudget
       self.budget -= 1
       try:
@@ -282,6 +288,8 @@ class _Function:
         self._cache[key] = balls.balls(out)
       except balls.NotCertified:
         self._cache[key] = None
+      except jaxprs.TimeLimit:
+        raise _OutOfBudget from None
       except Exception as e:  # an engine failure certifies nothing; it is reported
         self.failure = self.failure or _describe(e)
         self._cache[key] = None
@@ -293,7 +301,12 @@ def _describe(e: BaseException) -> str:
 
 
 class _OutOfBudget(Exception):
-  """The search spent :data:`SEARCH_BUDGET` evaluations."""
+  """The search spent :data:`SEARCH_BUDGET` evaluations or :data:`SEARCH_SECONDS` seconds."""
+
+
+def _start_search(f: _Function) -> None:
+  f.budget = SEARCH_BUDGET
+  f.deadline = time.monotonic() + SEARCH_SECONDS
 
 
 def _key(x: np.ndarray) -> bytes:
@@ -511,7 +524,7 @@ def _decide_pathwise(
     )
   reason = _why_not_proved(hom, elementwise, "pathwise")
   # A dropped unit: f(0) must be 0.
-  f.budget = SEARCH_BUDGET
+  _start_search(f)
   if f0 is not None and any(balls.certainly_nonzero(b) for b in f0.ravel()):
     for r in _rates(rate):
       found, _ = _pathwise_witness(f, np.ones(shape), r, np.zeros(shape, dtype=bool))
@@ -538,7 +551,7 @@ def _search(
   expectation: bool,
 ) -> Finding:
   """Tries candidates at each rate until one is certified: "refuted", else "unknown"."""
-  tried = 0
+  tried, stopped = 0, ""
   try:
     for r in _rates(rate):
       q = Fraction(1) - Fraction(r)
@@ -551,8 +564,10 @@ def _search(
             method = "exact piecewise-linear analysis" if pl is not None else "certified search"
             return Finding("refuted", method, _refuted_reason(pl, reason, expectation), found)
   except _OutOfBudget:
-    pass
-  return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate))
+    stopped = (
+      f" (the search stopped at its budget of {SEARCH_BUDGET} evaluations or {SEARCH_SECONDS:g} s)"
+    )
+  return Finding("unknown", "no engine decided", _unknown_reason(reason, tried, rate) + stopped)
 
 
 _F0_REASON = "a dropped unit gives f(0) before the activation's dropout and 0 after it"
@@ -649,7 +664,7 @@ def _decide_expectation(
       f"{reason}; f is not elementwise, and its exact expectation over 2**{math.prod(shape)}"
       f" masks is too large to certify (trace on at most {MAX_MASK_ENUMERATION} elements)",
     )
-  f.budget = SEARCH_BUDGET
+  _start_search(f)
 
   def witness(x: np.ndarray, r: float):
     yield _expectation_witness(f, x, r, elementwise)
@@ -729,7 +744,7 @@ def check(
   shape = _check_shape(shape)
   closed = trace(target, shape)
   names = jaxprs.primitive_names(closed.jaxpr)
-  with balls.precision():
+  with balls.precision(), jaxprs.time_limit(CHECK_SECONDS):
     hom = _guarded(
       "homogeneity algebra",
       lambda: homogeneity.analyse(closed.jaxpr, closed.consts, shape),
@@ -741,7 +756,7 @@ def check(
       pl = _guarded(
         "piecewise-linear engine",
         lambda: piecewise.analyse(closed.jaxpr, closed.consts, shape),
-        lambda why: None,
+        _none,
         expected=piecewise.NotPiecewiseLinear,
       )
     poly = None
@@ -749,26 +764,29 @@ def check(
       poly = _guarded(
         "polynomial normal form",
         lambda: polynomial.coefficients(polynomial.analyse(closed.jaxpr, closed.consts, shape)),
-        lambda why: None,
+        _none,
         expected=polynomial.NotPolynomial,
       )
     evaluate = _Function(closed, shape, elementwise)
-    f0 = evaluate(_ball_vector(np.zeros(shape)))
+    f0 = _guarded("evaluation of f(0)", lambda: evaluate(_ball_vector(np.zeros(shape))), _none)
+    search = SEARCH_SECONDS + ENGINE_SECONDS  # the search stops itself; this bounds one step
     pathwise = _guarded(
       "pathwise search",
       lambda: _decide_pathwise(evaluate, hom, pl, f0, rate, elementwise, shape, poly),
       lambda why: Finding("unknown", "no engine decided", why),
+      seconds=search,
     )
     expectation = _guarded(
       "expectation search",
       lambda: _decide_expectation(evaluate, hom, pl, rate, elementwise, shape, poly),
       lambda why: Finding("unknown", "no engine decided", why),
+      seconds=search,
     )
     pathwise, expectation = (_with_failure(v, evaluate.failure) for v in (pathwise, expectation))
     zero = _zero_preserving(hom, pl, f0)
     f0_values = np.full(shape, np.nan) if f0 is None else balls.midpoints(f0)
   if pl is not None:
-    f0_values = np.asarray(piecewise.f0(pl), dtype=np.float64)
+    f0_values = np.asarray(np.frompyfunc(_float, 1, 1)(piecewise.f0(pl)), dtype=np.float64)
   floats = None
   if float_level:
     floats = _float_level(target, shape, rate, names)
@@ -785,15 +803,40 @@ def check(
   )
 
 
-def _guarded(engine: str, run: Callable[[], Any], fallback: Callable[[str], Any], expected=()):
-  """``run()``, or ``fallback(reason)`` when the engine fails: no function makes
-  :func:`check` raise; an engine that cannot handle it says so, naming the error."""
+ENGINE_SECONDS = 2.0  # each engine's analysis of f (the search has its own budget)
+
+
+def _guarded(
+  engine: str,
+  run: Callable[[], Any],
+  fallback: Callable[[str], Any],
+  expected=(),
+  seconds: float = ENGINE_SECONDS,
+):
+  """``run()`` within :data:`ENGINE_SECONDS`, or ``fallback(reason)`` when the engine fails
+  or runs out of time: no function makes :func:`check` raise, or run for minutes; an engine
+  that cannot handle it says so, naming the error."""
   try:
-    return run()
+    with jaxprs.time_limit(seconds):
+      return run()
   except expected as e:
     return fallback(str(e))
+  except jaxprs.TimeLimit:
+    return fallback(f"the {engine} stopped after {seconds:g} s")
   except Exception as e:
     return fallback(f"the {engine} failed on this function ({_describe(e)})")
+
+
+def _none(reason: str) -> None:
+  return None
+
+
+def _float(value: Fraction) -> float:
+  """The nearest float, or an infinity beyond float64's range."""
+  try:
+    return float(value)
+  except OverflowError:
+    return math.inf if value > 0 else -math.inf
 
 
 def _with_failure(finding: Finding, failure: str) -> Finding:

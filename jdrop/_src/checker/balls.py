@@ -138,7 +138,14 @@ def exact_value(ball: arb) -> Fraction | None:
   """The exact rational value of an exact finite ball (a point), else ``None``."""
   if not (ball.is_finite() and ball.is_exact()):
     return None
-  return Fraction(float(ball.mid()))  # a point ball from float literals fits a double
+  mantissa, exponent = ball.mid().man_exp()  # exactly, however many bits it has
+  return Fraction(int(mantissa)) * Fraction(2) ** int(exponent)
+
+
+def from_fraction(value: Fraction) -> arb:
+  """A ball that contains ``value`` (exact when its denominator is a power of 2 and it fits
+  the working precision)."""
+  return arb(int(value.numerator)) / arb(int(value.denominator))
 
 
 def certainly_nonzero(ball: arb) -> bool:
@@ -251,6 +258,8 @@ def _round(a: arb, to_even: bool) -> arb:
 
 
 def _pow(a: arb, b: arb) -> arb:
+  if not (a.is_finite() and b.is_finite()):
+    return UNDEFINED()
   if b.is_exact() and b.is_integer():  # (python-flint 0.9 has no int(arb): go through fmpz)
     return _integer_pow(a, int(b.unique_fmpz()))
   if a.is_zero() and b > 0:
@@ -259,8 +268,8 @@ def _pow(a: arb, b: arb) -> arb:
 
 
 def _integer_pow(a: arb, y: int) -> arb:
-  if y < 0 and not certainly_nonzero(a):
-    return UNDEFINED()
+  if not a.is_finite() or (y < 0 and not certainly_nonzero(a)):
+    return UNDEFINED()  # (Arb gives nan**0 = inf**0 = 1: no number to the power 0 is 1 here)
   return a**y
 
 

@@ -648,12 +648,12 @@ def _deps(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> tuple[list[np.
 
 # Sums of products (and running maxima): the inputs an output depends on are those
 # with a non-zero path to it, which the primitive itself computes when run on
-# 0/1 indicators (non-negative, so nothing cancels).
+# 0/1 indicators (non-negative, so nothing cancels). Not running minima: the minimum
+# of indicators is an AND, which would lose dependences.
 _SUPPORTED = frozenset(
   {
     "conv_general_dilated",
     "cummax",
-    "cummin",
     "cumsum",
     "dot_general",
     "reduce_window_sum",
@@ -675,8 +675,9 @@ def _support(eqn: core.JaxprEqn, inputs: tuple[Hom, ...], n: int) -> np.ndarray 
   for i, h in enumerate(inputs):
     if i not in data:
       may.append(h.const)
-    elif h.is_const:
-      may.append(np.asarray(balls.infinities(h.const) != 0, dtype=dtypes[i]))
+    elif h.is_const:  # non-zero as a real number: 2**-2000 is not 0
+      nonzero = [not b.is_zero() for b in balls.balls(h.const).ravel()]
+      may.append(np.asarray(nonzero, dtype=dtypes[i]).reshape(np.shape(h.const)))
     else:
       may.append(np.ones(h.shape, dtype=dtypes[i]))
   total = np.zeros((n, *eqn.outvars[0].aval.shape), dtype=bool)
@@ -776,7 +777,7 @@ class HomogeneityDomain:
       elif any(h.is_const and not _finite_const(h) for h in inputs):
         results = _with_nonfinite(eqn, inputs)
         results = results if eqn.primitive.multiple_results else [results]
-      elif name in TOTAL and all(h.is_const or h.deg == 0 for h in inputs):
+      elif total(eqn) and all(h.is_const or h.deg == 0 for h in inputs):
         results = [_homogeneous(Fraction(0))] * count
       else:
         rule = RULES.get(name)
@@ -801,6 +802,26 @@ class HomogeneityDomain:
       # q g(t/q) + (1 - q) g(0) = g(t): its expectation under dropout is itself
       h = dataclasses.replace(h, elin=True)
     return h
+
+
+def total(eqn: core.JaxprEqn) -> bool:
+  """Defined at every real input: a primitive of :data:`TOTAL`, less a gather that fills
+  out-of-bounds positions with NaN, and less a float-to-integer cast (undefined out of the
+  target's range)."""
+  name = eqn.primitive.name
+  if name not in TOTAL:
+    return False
+  if name == "gather":
+    return bool(np.isfinite(jaxprs.fill_value(eqn)))
+  if name == "convert_element_type":
+    return not float_to_integer(eqn)
+  return True
+
+
+def float_to_integer(eqn: core.JaxprEqn) -> bool:
+  old = np.dtype(eqn.invars[0].aval.dtype)
+  new = np.dtype(eqn.params["new_dtype"])
+  return bool(np.issubdtype(old, np.inexact) and not np.issubdtype(new, np.inexact))
 
 
 def _one_input_each(deps: np.ndarray) -> bool:

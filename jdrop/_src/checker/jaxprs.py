@@ -17,8 +17,12 @@ not known, goes to the domain's ``missing``, like a primitive without a rule.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 from typing import Protocol
@@ -29,6 +33,23 @@ from jax.extend import core
 
 Rule = Callable[..., Any]
 MAX_UNROLL = 1024  # iterations of a `scan` or `while` the interpreter unrolls
+_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("deadline", default=math.inf)
+
+
+class TimeLimit(Exception):
+  """An evaluation ran past the time given to it with :func:`time_limit`."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+  """Every :func:`evaluate` in the block raises :class:`TimeLimit` once ``seconds`` have
+  passed (checked at each equation: unrolled loops and exact arithmetic stay bounded)."""
+  token = _DEADLINE.set(min(_DEADLINE.get(), time.monotonic() + seconds))
+  try:
+    yield
+  finally:
+    _DEADLINE.reset(token)
+
 
 # Primitives that only call a sub-jaxpr on their operands (the operands map one
 # to one onto the sub-jaxpr's inputs). Their sub-jaxpr lives under one of these
@@ -140,7 +161,10 @@ def evaluate(domain: Domain, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Seq
     env[var] = domain.constant(concrete(value))
   for var, value in zip(jaxpr.invars, args, strict=False):
     env[var] = value
+  deadline = _DEADLINE.get()
   for eqn in jaxpr.eqns:
+    if time.monotonic() > deadline:
+      raise TimeLimit("the analysis ran out of time (a long loop or very large exact numbers)")
     inputs = [read(v) for v in eqn.invars]
     sub = callee(eqn, domain, inputs)
     if sub is not None:
@@ -172,6 +196,9 @@ def _scan(domain: Domain, eqn: core.JaxprEqn, inputs: list[Any]) -> list[Any]:
   ys_avals = [v.aval for v in eqn.outvars[carry_n:]]
   if length > MAX_UNROLL or ((xs or ys_avals) and not _can_slice(domain)):
     return domain.missing(eqn, inputs)
+  if length == 0:  # no iteration: the carry as it is, and empty ys
+    empty = [domain.constant(np.zeros(a.shape, a.dtype)) for a in ys_avals]
+    return [*carry, *empty]
   rows: list[list[Any]] = []
   order = range(length - 1, -1, -1) if p.get("reverse") else range(length)
   for i in order:

@@ -156,8 +156,28 @@ def _pointwise(fn: Callable[..., Any], *fs: PL, real: bool) -> PL:
   pieces = [fn(*[_piece(f, k) for f in fs]) for k in range(n)]
   points = tuple(fn(*[(None, f.points[j]) for f in fs])[1] for j in range(len(fs[0].breaks)))
   if real:
-    return PL(fs[0].breaks, tuple(p[0] for p in pieces), tuple(p[1] for p in pieces), points)
+    out = PL(fs[0].breaks, tuple(p[0] for p in pieces), tuple(p[1] for p in pieces), points)
+    _bounded(out)
+    return out
   return PL(fs[0].breaks, None, tuple(p[1] for p in pieces), points)
+
+
+MAX_BITS = 4096  # of an exact coefficient's numerator or denominator
+MAX_BREAKS = 1024
+
+
+def _bounded(f: PL) -> None:
+  """Exact arithmetic stays fast: coefficients and breakpoints of bounded size."""
+  if len(f.breaks) > MAX_BREAKS:
+    raise NotPiecewiseLinear(f"more than {MAX_BREAKS} breakpoints")
+  for arrays in (f.inters, f.slopes or ()):
+    for array in arrays[:1] + arrays[-1:]:  # the outer pieces grow first
+      for v in np.ravel(array):
+        if (
+          isinstance(v, Fraction)
+          and max(v.numerator.bit_length(), v.denominator.bit_length()) > MAX_BITS
+        ):
+          raise NotPiecewiseLinear(f"a coefficient of more than {MAX_BITS} bits")
 
 
 def _piece(f: PL, k: int) -> tuple[Any, Any]:

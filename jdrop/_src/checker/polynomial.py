@@ -38,6 +38,13 @@ from jdrop._src.checker import jaxprs
 
 MAX_DEGREE = 32
 MAX_TERMS = 256
+MAX_BITS = 4096  # of a coefficient's numerator or denominator: exact arithmetic stays fast
+
+
+def _bits(value: Fraction) -> int:
+  value = Fraction(value)
+  return max(value.numerator.bit_length(), value.denominator.bit_length())
+
 
 Monomial = tuple[tuple[int, int], ...]  # sorted (atom id, power); atom 0 is x
 
@@ -79,6 +86,8 @@ def _clean(terms: dict[Monomial, np.ndarray], shape, dtype) -> Poly:
   kept = {m: c for m, c in terms.items() if any(v != 0 for v in c.ravel())}
   if len(kept) > MAX_TERMS:
     raise NotPolynomial(f"more than {MAX_TERMS} terms")
+  if any(_bits(v) > MAX_BITS for c in kept.values() for v in c.ravel()):
+    raise NotPolynomial(f"a coefficient of more than {MAX_BITS} bits")
   for m in kept:
     if sum(p for atom, p in m if atom == 0) > MAX_DEGREE:
       raise NotPolynomial(f"a degree above {MAX_DEGREE}")
@@ -184,7 +193,7 @@ class PolynomialDomain:
         return folded
     if name in _MOVES:
       return self._move(eqn, inputs[0], shape, dtype)
-    if name in homogeneity.TOTAL and (name in homogeneity.ELEMENTWISE or constants):
+    if homogeneity.total(eqn) and (name in homogeneity.ELEMENTWISE or constants):
       return self._atom(eqn, inputs, shape, dtype)
     raise NotPolynomial(f"`{name}` is not normalised (not defined at every real input)")
 
@@ -198,9 +207,11 @@ class PolynomialDomain:
     except balls.NotCertified:
       return None
     if balls.is_ball_array(out):
+      if not all(b.is_finite() for b in out.ravel()):  # NaN or inf: no real number
+        raise NotPolynomial("a constant that is not a finite real number")
       exact = [balls.exact_value(b) for b in out.ravel()]
       if any(v is None for v in exact):
-        return None
+        return None  # a finite real, not known exactly: an opaque atom
       out = np.asarray(exact, dtype=object).reshape(out.shape)
     return constant(out, eqn.outvars[0].aval.dtype)
 
@@ -251,10 +262,11 @@ def _floating(inputs: tuple[Poly, ...]) -> bool:
 
 
 def _ball_constant(p: Poly) -> np.ndarray:
-  c = _const_of(p)
+  """A constant as balls that contain its exact value (floats), or exact integers."""
+  c = np.asarray(_const_of(p), dtype=object)
   if np.issubdtype(p.dtype, np.floating):
-    return balls.balls(np.frompyfunc(float, 1, 1)(c).astype(np.float64))
-  return np.asarray(np.frompyfunc(int, 1, 1)(c).astype(np.int64), dtype=p.dtype)
+    return balls.objects(np.frompyfunc(balls.from_fraction, 1, 1)(c), c.shape)
+  return np.asarray([int(v) for v in c.ravel()], dtype=p.dtype).reshape(c.shape)
 
 
 def analyse(jaxpr: core.Jaxpr, consts: list[Any], shape: tuple[int, ...]) -> Poly:
