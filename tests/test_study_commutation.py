@@ -18,6 +18,7 @@ import scipy.stats
 
 from jdrop import montecarlo
 from jdrop._src import activations
+from jdrop._src import report
 from jdrop._src.studies import commutation
 
 NAMES = ("relu", "tanh", "sigmoid", "exponential")
@@ -127,3 +128,11 @@ def test_monte_carlo_gaps_rejects_the_other_order_and_another_rate(results: dict
   assert not gaps_agree(measured, swapped, "pre")
   assert not gaps_agree(measured, swapped, "post")
   assert not gaps_agree(measured, expected_gaps("exponential", 0.1), "pre")
+
+
+def test_the_reports_answer_on_this_run_names_relu_and_tanh(results: dict) -> None:
+  text = report.answer({"commutation": results})
+  assert "of the 4 activations checked, the checker proves both orders identical" in text
+  assert "for every mask and every rate for 1 (relu)" in text
+  assert "1 of the 2 activations with f(0) = 0 still differ" in text
+  assert "e.g. tanh)" in text
