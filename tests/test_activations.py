@@ -220,6 +220,20 @@ def test_hard_shrink_boundary():
   np.testing.assert_array_equal(activations.hard_shrink(x[:-1], lambd=0.0), x[:-1])
 
 
+def test_shrink_defaults_are_pytorchs_lambd_one_half():
+  # PyTorch's Hardshrink and Softshrink default to lambd=0.5: the dead zone ends between the
+  # float32 neighbours of 0.5, so any other default moves one of these four points.
+  inside = np.nextafter(np.float32(0.5), np.float32(0.0))
+  outside = np.nextafter(np.float32(0.5), np.float32(1.0))
+  x = jnp.array([-outside, -inside, inside, outside])
+  np.testing.assert_array_equal(activations.hard_shrink(x), [-outside, 0, 0, outside])
+  np.testing.assert_array_equal(
+    activations.soft_shrink(x), [-(outside - np.float32(0.5)), 0, 0, outside - np.float32(0.5)]
+  )
+  for name in ("hard_shrink", "soft_shrink"):
+    np.testing.assert_array_equal(activations.get(name)(x), getattr(activations, name)(x))
+
+
 def test_soft_shrink_boundary():
   x = jnp.array([-2.0, -0.75, -0.5, 0.0, 0.5, 0.75, 2.0, jnp.nan])
   y = activations.soft_shrink(x, lambd=0.5)

@@ -50,6 +50,27 @@ def test_threshold_is_exact_on_and_around_grid_points():
       np.testing.assert_array_equal(draw(key, keep), jax.random.bernoulli(key, keep, shape))
 
 
+def test_threshold_at_keep_probabilities_built_from_the_drawn_bits():
+  # The oracle is bernoulli's own rule, u < p with u = (bits >> 9) * 2**-23. A keep
+  # probability exactly on a drawn u must drop that element (u < u is false: `<=` would keep
+  # it), and one half a grid step above must keep it (`floor` for `ceil` would drop it). Only
+  # keep probabilities built from the drawn bits put a drawn value on the edge.
+  key = jax.random.key(5)
+  shape = (64,)
+  u = np.asarray(jax.random.bits(key, shape, jnp.uint32)) >> 9
+  for i in (0, int(np.argmin(u)), int(np.argmax(u)), 17):
+    for offset, kept in ((0.0, False), (0.5, True)):
+      keep = (float(u[i]) + offset) * 2.0**-23  # exact in float32 (24 significant bits)
+      assert float(np.float32(keep)) == keep
+      expected = jax.random.bernoulli(key, np.float32(keep), shape)
+      assert bool(expected[i]) is kept
+      for got in (
+        jdrop.keep_mask(key, shape, rate=1.0 - keep),  # 1 - (1 - keep) is exact in float64
+        masks.draw_keep_mask(key, shape, jnp.float32(keep)),
+      ):
+        np.testing.assert_array_equal(got, expected, err_msg=f"{i=} {offset=}")
+
+
 def test_traced_rate_equals_bernoulli_with_same_keep():
   key = jax.random.key(11)
   rates = jnp.linspace(0.0, 1.0, 41)

@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import jdrop
+from jdrop._src import report
 from jdrop._src.studies import data
 from jdrop._src.studies import training
 
@@ -81,6 +83,30 @@ def test_relu_params_bit_identical_in_both_orders_and_tanh_not(results: dict) ->
   assert not rows["tanh"]["bit_identical"] and rows["tanh"]["max_abs_diff"] > 0.0
   relu = next(row for row in results["summary"] if row["variant"] == "relu")
   assert relu["pre_minus_post"]["mean"] == relu["pre_minus_post"]["low"] == 0.0
+
+
+def test_pre_minus_post_is_the_per_seed_difference_of_the_runs(results: dict) -> None:
+  # The oracle: each seed's test error pre minus post, and its t-interval from scipy.
+  error = {
+    (r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"]) for r in results["runs"]
+  }
+  diffs = {}
+  for row in results["summary"]:
+    d = error[(row["variant"], "pre", row["rate"])] - error[(row["variant"], "post", row["rate"])]
+    half = scipy.stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    expected = {"mean": d.mean(), "low": d.mean() - half, "high": d.mean() + half, "n": d.size}
+    assert row["pre_minus_post"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    diffs[row["variant"]] = d
+  assert not diffs["relu"].any()
+  assert (diffs["tanh"] > 0).all()  # this run's tanh: post-activation dropout did better
+
+
+def test_the_reports_answer_on_the_tiny_run_says_what_the_runs_say(results: dict) -> None:
+  # Both seeds of tanh end with a higher test error pre than post (the test above), and the
+  # same difference for each, so the interval excludes 0 on the post side.
+  text = report.answer({"training": results})
+  assert "excludes 0 at 95% for 1 of 2 (activation, rate) pairs" in text
+  assert "pre-activation dropout is better for none and post-activation dropout for tanh" in text
 
 
 def test_vmapped_training_equals_a_single_jitted_run(results: dict) -> None:

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Mutation testing of the modules that carry jdrop's headline claims, with mutmut (3.x).
+#
+#   pip install -e ".[test,mutation]"
+#   bash experiments/mutation.sh GROUP [SECONDS]     # GROUP: order | masks | dropout | report | studies
+#
+# Each group mutates its modules and runs only the fast tests that guard them; mutmut copies the
+# sources into ./mutants (git-ignored) and never edits jdrop/ itself. The summary goes to
+# experiments/results/mutation-GROUP.txt. SECONDS bounds the run (default 1800); too slow for
+# the per-push CI on 2 cores, so it is run by hand before a release and its result committed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+group=${1:?usage: mutation.sh order|masks|dropout|report|studies [SECONDS]}
+limit=${2:-1800}
+case $group in
+  order) mutate='"jdrop/_src/order.py"'; tests='"tests/test_order.py"' ;;
+  masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py"' ;;
+  dropout) mutate='"jdrop/_src/dropout.py"'; tests='"tests/test_contract.py", "tests/test_order.py"' ;;
+  report) mutate='"jdrop/_src/report.py"'; tests='"tests/test_report_claims.py"' ;;
+  studies)
+    mutate='"jdrop/_src/studies/commutation.py", "jdrop/_src/studies/training.py"'
+    tests='"tests/test_study_commutation.py", "tests/test_study_training.py"' ;;
+  *) echo "mutation.sh: unknown GROUP '$group'" >&2; exit 2 ;;
+esac
+# mutmut reads its settings from a [tool.mutmut] table; write this group's into a copy of
+# pyproject.toml for the run and put the original back afterwards.
+cp pyproject.toml pyproject.toml.mutation-backup
+trap 'mv pyproject.toml.mutation-backup pyproject.toml' EXIT
+cat >> pyproject.toml <<TOML
+
+[tool.mutmut]
+source_paths = ["jdrop"]
+only_mutate = [$mutate]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "--no-header"]
+pytest_add_cli_args_test_selection = [$tests]
+TOML
+rm -rf mutants
+status=0
+timeout "$limit" mutmut run --max-children 2 >/dev/null 2>&1 || status=$?
+out=experiments/results/mutation-$group.txt
+{
+  echo "mutmut $(pip show mutmut 2>/dev/null | sed -n 's/^Version: //p'), group $group, limit ${limit}s, exit $status"
+  mutmut results --all true 2>/dev/null | awk '{print $NF}' | sort | uniq -c
+  echo "survived:"
+  mutmut results 2>/dev/null | grep -E "survived|suspicious" || echo "  none"
+} >"$out"
+cat "$out"

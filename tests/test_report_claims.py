@@ -1,0 +1,165 @@
+"""The report's answer and claim verdicts, from hand-made study results with known signs.
+
+No study runs here (test_report.py covers building the report with fake studies, and the
+study tests run ``answer`` on tiny real runs): each result below is written so that exactly
+one reading is right, and every sentence that depends on a sign or a count is checked.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from jdrop._src import report
+
+
+def verdict(pathwise: str, zero: bool, *, expectation: str = "refuted", cx=None) -> dict:
+  return {
+    "pathwise": {"status": pathwise, "counterexample": cx},
+    "expectation": {"status": expectation},
+    "zero_preserving": zero,
+    "float_level": {"dtypes": [{"bit_identical": True, "max_ulps": 0}]},
+  }
+
+
+TANH_CX = {"x": [0.5, 2.0], "index": 1, "rate": 0.5, "pre": [0.0, 0.9993], "post": [0.0, 1.928]}
+COMMUTATION = {
+  "rows": [
+    {"activation": "relu", "verdict": verdict("proved", True, expectation="proved")},
+    {"activation": "tanh", "verdict": verdict("refuted", True, cx=TANH_CX)},
+    {"activation": "gelu", "verdict": verdict("refuted", True)},
+    {"activation": "sigmoid", "verdict": verdict("refuted", False)},
+    {"activation": "exponential", "verdict": verdict("refuted", False)},
+    {"activation": "glu", "verdict": None},
+  ]
+}
+
+
+def paired(variant: str, rate: float, low: float, high: float) -> dict:
+  mean = (low + high) / 2
+  return {
+    "variant": variant,
+    "rate": rate,
+    "pre_minus_post": {"mean": mean, "low": low, "high": high, "n": 4},
+  }
+
+
+def training(*rows: dict, relu_identical: bool = True) -> dict:
+  return {
+    "data": {"name": "digits"},
+    "seeds": [0, 1, 2, 3],
+    "summary": list(rows),
+    "identity": [{"variant": "relu", "rate": 0.5, "bit_identical": relu_identical}],
+  }
+
+
+# tanh: pre better at two rates (the interval lies below 0); sigmoid: post better at rate 0.3
+# (above 0); gelu: no difference detected (the interval holds 0).
+KNOWN = training(
+  paired("tanh", 0.3, -0.04, -0.01),
+  paired("tanh", 0.5, -0.05, -0.02),
+  paired("sigmoid", 0.3, 0.01, 0.04),
+  paired("gelu", 0.1, -0.01, 0.02),
+)
+
+
+def test_answer_sorts_each_pair_by_the_side_of_zero_its_interval_is_on():
+  text = report.answer({"commutation": COMMUTATION, "training": KNOWN})
+  assert "excludes 0 at 95% for 3 of 4 (activation, rate) pairs" in text
+  assert (
+    "pre-activation dropout is better for tanh (rate 0.3, 0.5) and post-activation dropout"
+    " for sigmoid (rate 0.3); elsewhere" in text
+  )
+  assert "on digits (4 seeds)" in text
+  # sigmoid (f(0) != 0) trained better *post* here: no advice to tune its order.
+  assert "f(0) != 0" not in text
+
+
+def test_answer_counts_the_checkers_verdicts():
+  text = report.answer({"commutation": COMMUTATION, "training": KNOWN})
+  assert "of the 5 activations checked, the checker proves both orders identical" in text
+  assert (
+    "every mask and every rate for 1 (relu), and relu trains to bit-identical parameters" in text
+  )
+  assert "2 of the 3 activations with f(0) = 0 still differ" in text
+  assert "e.g. tanh, gelu)" in text
+  not_identical = training(relu_identical=False)
+  assert "bit-identical" not in report.answer(
+    {"commutation": COMMUTATION, "training": not_identical}
+  )
+
+
+def test_answer_advises_tuning_only_where_f0_is_not_0_and_pre_trained_better():
+  flipped = training(paired("sigmoid", 0.3, -0.04, -0.01), paired("tanh", 0.5, -0.05, -0.02))
+  text = report.answer({"commutation": COMMUTATION, "training": flipped})
+  assert "pre-activation dropout is better for sigmoid (rate 0.3), tanh (rate 0.5)" in text
+  assert "post-activation dropout for none" in text
+  assert "for activations with f(0) != 0 (sigmoid here)" in text  # not tanh: tanh(0) = 0
+
+
+def test_answer_without_training_recommends_post():
+  text = report.answer({"commutation": COMMUTATION})
+  assert "Which order trains better" not in text
+  assert "As a default, put dropout after the activation" in text
+
+
+def test_training_answer_counts_each_side():
+  text = report._training_answer(KNOWN)
+  assert "excludes 0 at 95% for 3 of 4 (activation, rate) pairs" in text
+  assert "pre-activation dropout is better in 2, post-activation dropout in 1" in text
+  assert "For relu the two orders train to bit-identical parameters." in text
+  broken = report._training_answer(training(relu_identical=False))
+  assert "For relu the parameters were NOT bit-identical" in broken
+
+
+def claims(commutation: dict | None = COMMUTATION, train: dict | None = KNOWN) -> list[str]:
+  """The claims section as (quote, verdict) paragraphs: the verdict is the bold line."""
+  results = {"commutation": commutation, "training": train}
+  return report.claims({k: v for k, v in results.items() if v is not None}).split("\n")
+
+
+def verdict_of(lines: list[str], quote_start: str) -> str:
+  i = next(i for i, line in enumerate(lines) if line.startswith(f"> {quote_start}"))
+  return lines[i + 2]
+
+
+def test_claims_relu_gives_exactly_the_same_results():
+  quote = "isn't that producing the exact same results?"
+  assert verdict_of(claims(), quote).startswith("**Yes for relu, exactly, and even in floating")
+  not_identical = claims(train=training(relu_identical=False))
+  assert verdict_of(not_identical, quote).startswith("**Yes for relu over the reals;")
+  unproved = copy.deepcopy(COMMUTATION)
+  unproved["rows"][0]["verdict"]["pathwise"]["status"] = "unknown"
+  assert verdict_of(claims(unproved), quote).startswith("**Not shown.**")
+  ulps = copy.deepcopy(COMMUTATION)
+  ulps["rows"][0]["verdict"]["float_level"]["dtypes"][0].update(bit_identical=False, max_ulps=1)
+  line = verdict_of(claims(ulps), quote)
+  assert line.startswith("**Yes for relu over the reals;") and "within 1 ulp" in line
+
+
+def test_claims_zero_to_zero_is_the_wrong_reason():
+  line = verdict_of(claims(), "relu maps zero to zero")
+  assert line.startswith("**The conclusion is right for relu, the reason is not.**")
+  assert "2 of the 3 registry activations with f(0) = 0 do not commute: tanh, gelu." in line
+  assert "For tanh at x = 2, rate 0.5: f(D(x)) = 0.9993 but D(f(x)) = 1.928 (certified)." in line
+  only_relu = {"rows": COMMUTATION["rows"][:1]}
+  line = verdict_of(claims(only_relu), "relu maps zero to zero")
+  assert line.startswith("**Right for every activation checked here.**")
+
+
+@pytest.mark.parametrize(
+  ("sigmoid", "headline"),
+  [
+    (paired("sigmoid", 0.3, -0.04, -0.01), "pre-activation dropout did train better (rates [0.3])"),
+    (paired("sigmoid", 0.3, 0.01, 0.04), "pre-activation dropout trained worse (rates [0.3])"),
+    (paired("sigmoid", 0.3, -0.01, 0.04), "the order made no consistent difference for sigmoid"),
+  ],
+  ids=["pre-better", "post-better", "neither"],
+)
+def test_claims_sigmoid_headline_follows_the_sign(sigmoid, headline):
+  line = verdict_of(claims(train=training(sigmoid)), "I'd probably put dropout before sigmoid")
+  assert headline in line
+  low, high = sigmoid["pre_minus_post"]["low"], sigmoid["pre_minus_post"]["high"]
+  interval = f"[{100 * low:+.2f}, {100 * high:+.2f}]"
+  assert "In training, test error pre minus post: rate 0.3: " in line and interval in line
