@@ -401,7 +401,10 @@ def test_review_no_internal_errors():
     lambda x: jax.nn.relu(x * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 * 1e-30 - 1),
     _gather_fill(9.0),
   ):
-    check(f)
-  check(jnp.tanh, rate=5e-324)
+    # none of these commutes pathwise over the reals (truncation, a permutation, a constant
+    # offset, a step, relu(1e-240 x - 1) beyond float32's range, a fill value of 9)
+    v = check(f)
+    assert v.pathwise.status != "proved", v
+  assert check(jnp.tanh, rate=5e-324).pathwise.status != "proved"
   with pytest.raises(ValueError, match="non-empty tuple"):
     check(jnp.tanh, shape=())
