@@ -726,8 +726,13 @@ def check(
 
   Raises:
     TypeError: ``f`` is not callable or returns a non-float; ``rate`` is not a float.
-    ValueError: an unknown name or import path, ``f`` fails to trace or changes
-      the shape or dtype, ``rate`` outside (0, 1) or NaN, a bad ``shape``.
+    ValueError: an unknown name or import path, ``f`` fails to trace (even through
+      ``sys.exit``) or changes the shape or dtype, ``rate`` outside (0, 1) or NaN, a bad
+      ``shape``.
+
+  Nothing else raises: an engine that fails on ``f`` answers "unknown" naming the
+  error, and time is bounded (:data:`ENGINE_SECONDS` per engine, :data:`SEARCH_SECONDS`
+  per search, :data:`CHECK_SECONDS` in all), the reason saying where it stopped.
 
   Examples:
     >>> import jax, jdrop
