@@ -160,6 +160,9 @@ REFUTED = {  # f, f over mpmath (60 digits), each refuted pathwise with a genuin
     lambda x: x * jnp.tanh(1e6 * x),
     lambda t: t * mpmath.tanh(mpmath.mpf(float(np.float32(1e6))) * t),
   ),
+  "x // 1": (lambda x: x // 1, mpmath.floor),
+  "jnp.remainder(x, 1)": (lambda x: jnp.remainder(x, 1.0), lambda t: t - mpmath.floor(t)),
+  "jnp.fmod(x, 1.5)": (lambda x: jnp.fmod(x, 1.5), lambda t: mpmath.fmod(t, 1.5)),
   "x * sigmoid(2**20 x)": (
     lambda x: x * jax.nn.sigmoid(x * 2.0**20),
     lambda t: t / (1 + mpmath.exp(-t * 2**20)),

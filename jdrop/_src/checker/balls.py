@@ -272,6 +272,21 @@ def _integer_pow(a: arb, y: int) -> arb:
   return a**y
 
 
+def _rem(a: arb, b: arb) -> arb:
+  """``lax.rem``: ``a - trunc(a / b) * b`` (C's fmod), where the quotient's integer part
+  is decided."""
+  if not (a.is_finite() and certainly_nonzero(b)):
+    return UNDEFINED()
+  ratio = a / b
+  if ratio >= 0:
+    whole = _integer(ratio, "floor")
+  elif ratio < 0:
+    whole = _integer(ratio, "ceil")
+  else:
+    return UNDEFINED()
+  return a - whole * b if whole.is_finite() else UNDEFINED()
+
+
 def _inside(a: arb, lo: float, hi: float, closed: bool = False) -> bool:
   if closed:
     return bool(a >= lo and a <= hi)
@@ -329,6 +344,7 @@ _binary(_div, prims.div_p)
 _binary(lambda a, b: a.max(b), prims.max_p)
 _binary(lambda a, b: a.min(b), prims.min_p)
 _binary(_pow, prims.pow_p)
+_binary(_rem, prims.rem_p)
 _binary(_atan2, prims.atan2_p)
 _unary(lambda a: -a, prims.neg_p)
 _unary(abs, prims.abs_p)
