@@ -33,14 +33,29 @@ source_paths = ["jdrop"]
 only_mutate = [$mutate]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "--no-header"]
 pytest_add_cli_args_test_selection = [$tests]
+# Each mutant's tests run in a grandchild of a fork server that has imported nothing: forking
+# from a process whose XLA runtime has started its thread pools (mutmut's default, and the
+# server's "collect" warm-up, which imports the tests) leaves children hung in compilation,
+# which mutmut counts as timeouts. A fresh child imports JAX and compiles on its own (~2 s),
+# so the limits allow for that.
+process_isolation = "forkserver"
+forkserver_warmup = "none"
+timeout_constant = 20.0
+timeout_multiplier = 4.0
 TOML
 rm -rf mutants
+# CPU only, and one XLA compute thread per child: two children on 2 cores, no oversubscription.
+export JAX_PLATFORMS=cpu XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 status=0
 timeout "$limit" mutmut run --max-children 2 >/dev/null 2>&1 || status=$?
 out=experiments/results/mutation-$group.txt
 {
   echo "mutmut $(pip show mutmut 2>/dev/null | sed -n 's/^Version: //p'), group $group, limit ${limit}s, exit $status"
   mutmut results --all true 2>/dev/null | awk '{print $NF}' | sort | uniq -c
+  # score = killed / (killed + survived + timeout + suspicious): a timeout is not a kill here
+  mutmut results --all true 2>/dev/null | awk '{n[$NF]++} END {
+    d = n["killed"] + n["survived"] + n["timeout"] + n["suspicious"]
+    if (d) printf "score: %d / %d = %.1f%% killed\n", n["killed"], d, 100 * n["killed"] / d }'
   echo "survived:"
   mutmut results 2>/dev/null | grep -E "survived|suspicious" || echo "  none"
 } >"$out"

@@ -151,3 +151,34 @@ def test_threshold_matches_float_comparison_exhaustively_for_small_grid():
   for p in np.linspace(0, 1, 257, dtype=np.float32):
     np.testing.assert_array_equal(k < masks._threshold(jnp.float32(p)), u < p)
   assert math.isclose(float(u[-1]), 1 - 2**-16, rel_tol=0)
+
+
+@pytest.mark.parametrize(
+  ("dtype", "expected"),
+  [
+    (np.float64, np.float64),
+    (np.float32, np.float32),
+    (jnp.bfloat16, np.float32),
+    (np.float16, np.float32),
+    (np.int64, np.float32),
+    (np.int32, np.float32),
+  ],
+)
+def test_compute_dtype_keeps_float64_and_widens_narrower_floats_to_float32(dtype, expected):
+  # The docstring's rule, checked on dtypes directly (float64 arrays need jax_enable_x64).
+  assert masks.compute_dtype(dtype) == np.dtype(expected)
+
+
+@pytest.mark.parametrize(
+  ("rate", "allow_one", "invalid"),
+  [
+    (1.5, True, True),
+    (1.0, True, False),
+    (1.0, False, True),
+    (-0.1, True, True),
+    (0.3, True, False),
+  ],
+)
+def test_invalid_rate_of_a_traced_rate(rate, allow_one, invalid):
+  got = jax.jit(lambda r: masks.invalid_rate(r, allow_one=allow_one))(rate)
+  assert bool(got) is invalid

@@ -6,6 +6,8 @@ bit, for the pure functions and both module families. relu cannot tell the order
 and sigmoid, where a dropped unit also pins the answer by hand: ``pre = f(0)``, ``post = 0``.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +78,131 @@ def test_linen_module_is_the_explicit_composition(name, f, order):
 def test_nnx_module_is_the_explicit_composition(name, f, order):
   module = jdrop.nnx.ActivationDropout(name, RATE, order=order, rngs=nnx.Rngs(dropout=0))
   assert_bits_equal(module(X, rngs=KEY), composed(f, order))
+
+
+# The error paths and the remaining arguments, each against its literal expected text or an
+# explicit composition (mutation testing showed them unguarded by the tests above).
+SHAPE_FIX = "Use an elementwise activation (see jdrop.activations.info(name).elementwise)."
+
+
+def shape_message(fn: str, got: str) -> str:
+  return (
+    f"{fn}: `activation` must map x of shape (4, 6) and dtype float32 to the same shape and"
+    f" dtype, so both orders can share one mask, got {got}. {SHAPE_FIX}"
+  )
+
+
+def raise_runtime(x):
+  raise RuntimeError("boom")
+
+
+CALLS = [
+  ("both_orders", {}),
+  ("activation_dropout", {"order": "pre"}),
+  ("activation_dropout", {"order": "post"}),
+]
+CALL_IDS = ["both_orders", "pre", "post"]
+
+
+@pytest.mark.parametrize(("fn", "kwargs"), CALLS, ids=CALL_IDS)
+@pytest.mark.parametrize(
+  ("f", "got"),
+  [
+    (lambda x: x.sum(), "shape () and dtype float32"),
+    (lambda x: x.astype(jnp.float16), "shape (4, 6) and dtype float16"),
+    (lambda x: 1.0, "shape None and dtype None"),
+    (raise_runtime, "a function that raised RuntimeError: boom"),
+  ],
+  ids=["shape", "dtype", "not-an-array", "raises"],
+)
+def test_a_non_elementwise_activation_is_refused_by_name(fn, kwargs, f, got):
+  with pytest.raises(ValueError) as info:
+    getattr(jdrop, fn)(KEY, X, f, rate=RATE, **kwargs)
+  assert str(info.value) == shape_message(f"jdrop.{fn}", got)
+  assert isinstance(info.value.__cause__, RuntimeError) == (got.startswith("a function"))
+
+
+@pytest.mark.parametrize("error", [ValueError, TypeError])
+def test_the_activations_own_value_and_type_errors_pass_through(error):
+  def f(x):
+    raise error("my own message")
+
+  with pytest.raises(error) as info:
+    jdrop.both_orders(KEY, X, f, rate=RATE)
+  assert str(info.value) == "my own message"
+
+
+@pytest.mark.parametrize("fn", ["both_orders", "activation_dropout"])
+def test_a_non_callable_activation_is_a_type_error(fn):
+  kwargs = {"order": "pre"} if fn == "activation_dropout" else {}
+  with pytest.raises(TypeError) as info:
+    getattr(jdrop, fn)(KEY, X, 3, rate=RATE, **kwargs)
+  assert str(info.value) == (
+    f"jdrop.{fn}: `activation` must be a callable or a registry name, got 3."
+    " Pass e.g. jax.nn.relu or 'relu' (see jdrop.activations.names())."
+  )
+
+
+def test_an_unknown_order_is_refused():
+  with pytest.raises(ValueError) as info:
+    jdrop.activation_dropout(KEY, X, "tanh", rate=RATE, order="middle")
+  assert str(info.value) == (
+    "jdrop.activation_dropout: `order` must be 'pre' or 'post', got 'middle'."
+    " Use order='pre' for f(dropout(x)), 'post' for dropout(f(x))."
+  )
+
+
+@pytest.mark.parametrize("order", ["pre", "post"])
+def test_deterministic_is_the_activation_alone(order):
+  got = jdrop.activation_dropout(KEY, X, "tanh", rate=RATE, order=order, deterministic=True)
+  assert_bits_equal(got, jnp.tanh(X))
+
+
+def test_broadcast_dims_share_the_mask_along_an_axis():
+  mask = jdrop.keep_mask(KEY, (4, 1), rate=RATE)
+  assert mask.any() and not mask.all()
+  full = jnp.broadcast_to(mask, X.shape)
+  out = jdrop.both_orders(KEY, X, jnp.tanh, rate=RATE, broadcast_dims=(1,))
+  assert_bits_equal(out.mask, mask)
+  assert_bits_equal(out.pre, jnp.tanh(jdrop.apply_mask(X, full, rate=RATE)))
+  assert_bits_equal(out.post, jdrop.apply_mask(jnp.tanh(X), full, rate=RATE))
+  for order, expected in [("pre", out.pre), ("post", out.post)]:
+    got = jdrop.activation_dropout(KEY, X, "tanh", rate=RATE, order=order, broadcast_dims=(1,))
+    assert_bits_equal(got, expected)
+
+
+BAD_ARGUMENTS = {
+  "key": lambda call: call(3, X, "tanh", rate=RATE),
+  "x": lambda call: call(KEY, X.astype(jnp.int32), "tanh", rate=RATE),
+  "rate": lambda call: call(KEY, X, "tanh", rate=1.5),
+  "broadcast_dims": lambda call: call(KEY, X, "tanh", rate=RATE, broadcast_dims=(5,)),
+  "activation": lambda call: call(KEY, X, "no-such-activation", rate=RATE),
+}
+
+
+@pytest.mark.parametrize(("fn", "kwargs"), CALLS, ids=CALL_IDS)
+@pytest.mark.parametrize("arg", list(BAD_ARGUMENTS))
+def test_every_argument_error_names_the_function_and_the_argument(fn, kwargs, arg):
+  with pytest.raises((TypeError, ValueError)) as info:
+    BAD_ARGUMENTS[arg](lambda *a, **k: getattr(jdrop, fn)(*a, **k, **kwargs))
+  assert str(info.value).startswith(f"jdrop.{fn}: `{arg}` ")
+
+
+@pytest.mark.parametrize("rate", [1.5, -0.1, float("nan")])
+def test_a_traced_invalid_rate_poisons_both_orders_with_nan(rate):
+  out = jax.jit(lambda r: jdrop.both_orders(KEY, X, jnp.tanh, rate=r))(rate)
+  assert np.isnan(np.asarray(out.pre)).all() and np.isnan(np.asarray(out.post)).all()
+  for order in ["pre", "post"]:
+    call = functools.partial(jdrop.activation_dropout, KEY, X, "tanh", order=order)
+    assert np.isnan(np.asarray(jax.jit(lambda r, call=call: call(rate=r))(rate))).all()
+
+
+def test_post_names_both_orders_when_only_the_unmasked_x_is_refused():
+  # Elementwise only where x has a zero: the masked x (pre) passes, x itself (post) does not.
+  def f(x):
+    return x if bool((x == 0).any()) else x.sum()
+
+  assert not bool((X == 0).any())
+  with pytest.raises(ValueError) as info:
+    jdrop.both_orders(KEY, X, f, rate=RATE)
+  assert str(info.value) == shape_message("jdrop.both_orders", "shape () and dtype float32")
