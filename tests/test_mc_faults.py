@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import process_util
 import pytest
 
 from jdrop._src import cli
@@ -56,12 +57,7 @@ def start(tmp_path: Path, point: str, *args: str, background: bool = False) -> s
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-  try:
-    out, err = proc.communicate(timeout=LIMIT)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    pytest.fail(f"a process did not finish within {LIMIT} s: {proc.communicate()}")
-  return proc.returncode, out, err
+  return process_util.finish(proc, LIMIT, "a process did not finish")
 
 
 def one_line(stderr: str) -> str:

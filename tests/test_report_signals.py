@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import process_util
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,12 +47,7 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-  try:
-    out, err = proc.communicate(timeout=LIMIT)
-  except subprocess.TimeoutExpired:
-    proc.kill()
-    pytest.fail(f"the report did not stop: {proc.communicate()}")
-  return proc.returncode, out, err
+  return process_util.finish(proc, LIMIT, "the report did not stop")
 
 
 def leftovers(parent: Path) -> list[str]:
