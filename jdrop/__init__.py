@@ -5,6 +5,11 @@ Public names only; the implementation lives in ``jdrop._src``.
 
 from jdrop import activations as activations
 from jdrop import checker as checker
+from jdrop._src.audit import Audit as Audit
+from jdrop._src.audit import Estimate as Estimate
+from jdrop._src.audit import Site as Site
+from jdrop._src.audit import audit as audit
+from jdrop._src.audit import reorder as reorder
 from jdrop._src.checker.api import check as check
 from jdrop._src.dropout import alpha_dropout as alpha_dropout
 from jdrop._src.dropout import apply_mask as apply_mask

@@ -30,6 +30,7 @@ import numpy as np
 
 from jdrop._src import activations
 from jdrop._src import cli_args
+from jdrop._src import cli_audit
 from jdrop._src import cli_mc
 from jdrop._src.checker import api
 from jdrop._src.checker.verdict import Verdict
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     "--no-float-level", action="store_true", help="skip the bit-for-bit float comparison"
   )
   cli_mc.add_parser(sub)
+  cli_audit.add_parser(sub)
 
   report = sub.add_parser("report", help="run the studies and write REPORT.md with the answer")
   report.add_argument("--out", required=True, help="output directory (created)")
@@ -280,6 +282,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     print(json.dumps(verdict.to_dict(), indent=2) if args.json else verdict)
   elif args.command == "mc":
     return cli_mc.run(args)
+  elif args.command == "audit":
+    return cli_audit.run(args)
   elif args.command == "report":
     from jdrop._src import report
 

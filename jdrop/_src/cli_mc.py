@@ -153,9 +153,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 class ProgressBar:
   """A one-line progress bar on ``stream``, drawn only when ``stream`` is a terminal."""
 
-  def __init__(self, stream: TextIO, label: str):
+  def __init__(self, stream: TextIO, label: str, unit: str = "masks"):
     self.stream = stream
     self.label = label
+    self.unit = unit
     self.enabled = bool(getattr(stream, "isatty", lambda: False)())
     self.start = time.monotonic()
     self.open = False  # a partial line is on the terminal
@@ -167,7 +168,7 @@ class ProgressBar:
     eta = (total - done) / rate if rate else float("inf")
     self.stream.write(
       f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {100 * done / total:3.0f}%"
-      f" {done}/{total} masks, {rate:.3g} masks/s, {eta:.0f} s left "
+      f" {done}/{total} {self.unit}, {rate:.3g} {self.unit}/s, {eta:.0f} s left "
     )
     self.open = done < total
     if not self.open:

@@ -133,6 +133,15 @@ def _name(f: Any) -> str:
 
 
 def _import(spec: str, *, fn: str, arg: str) -> Target:
+  target = resolve(import_object(spec, fn=fn, arg=arg), fn=fn, arg=arg)
+  return Target(target.fn, spec)
+
+
+def import_object(spec: str, *, fn: str, arg: str) -> Any:
+  """The object at an absolute import path ``"module:attr.sub"``, or a clear ValueError.
+
+  The module is imported as ``import module`` would import it; nothing is ``eval``-ed.
+  """
   module_name, _, attr = spec.partition(":")
   if not module_name or not attr or module_name.startswith("."):
     raise errors.value_error(
@@ -163,8 +172,7 @@ def _import(spec: str, *, fn: str, arg: str) -> Target:
         "Check the attribute name after ':'.",
       )
     obj = getattr(obj, part)
-  target = resolve(obj, fn=fn, arg=arg)
-  return Target(target.fn, spec)
+  return obj
 
 
 def _check_rate(rate: Any) -> float | None:
