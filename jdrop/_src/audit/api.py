@@ -622,70 +622,74 @@ def _describe(closed: Any) -> str:
 
 
 class _Program:
-  """The compiled Monte-Carlo estimates of one traced model."""
+  """The compiled Monte-Carlo estimates of one traced model.
+
+  One program serves every site: which site is on (or moved) is a traced argument
+  (:func:`interpret.run`'s ``switches``), so the model is compiled once, not once per site.
+  Step ``s`` covers masks ``[s * chunk, (s + 1) * chunk)``; mask ``i`` comes from
+  ``fold_in(key, i)``, so the estimates do not depend on the chunk or the devices (up to the
+  rounding of a different summation order). The mask axis is sharded over all devices.
+  """
 
   def __init__(self, graph, found, leaves, key, num_masks, chunk):
-    self.graph, self.found, self.key, self.num_masks = graph, found, key, num_masks
-    self.devices = jax.devices()
-    self.mesh = Mesh(np.array(self.devices), ("masks",))
-    n = len(self.devices)
-    out_size = sum(
-      math.prod(graph.avals[r].shape) if isinstance(r, int) else 1 for r in graph.outputs
-    )
-    default = max(1, min(256, _CHUNK_ELEMENTS // max(out_size, 1)))
+    self.key, self.num_masks = key, num_masks
+    self.count = len(found)
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("masks",))
+    sizes = [math.prod(graph.avals[r].shape) if isinstance(r, int) else 1 for r in graph.outputs]
+    default = max(1, min(256, _CHUNK_ELEMENTS // max(sum(sizes), 1)))
     chunk = min(chunk or default, num_masks)
-    self.chunk = -(-chunk // n) * n
-    self.arg_leaves = leaves[1:]
+    self.chunk = -(-chunk // len(devices)) * len(devices)
+    self.args = leaves[1:]
     self.consts = dict(graph.consts)
     self.eval = [np.asarray(v) for v in interpret.run(graph, found, leaves, {}, "off")]
+    sharding = NamedSharding(mesh, PartitionSpec("masks"))
+    reference = [jnp.asarray(v, jnp.float32) for v in self.eval]
 
-  def estimates(self, index: int, movable: bool):
-    modes = [{index: "on"}] + ([{index: "moved"}] if movable else [])
-    graph, found = self.graph, self.found
-    eval_out = [jnp.asarray(v) for v in self.eval]
+    def sample(key, switches, consts, args):
+      leaves = interpret.run(graph, found, [key, *args], {}, consts=consts, switches=switches)
+      return [jnp.asarray(v, jnp.float32) - e for v, e in zip(leaves, reference, strict=True)]
 
-    def sample(key, consts, args):
-      outs = []
-      for mode in modes:
-        leaves = interpret.run(graph, found, [key, *args], mode, "off", consts=consts)
-        outs.append(
-          [
-            jnp.asarray(v, jnp.float32) - e.astype(jnp.float32)
-            for v, e in zip(leaves, eval_out, strict=True)
-          ]
-        )
-      return outs
-
-    def step(key, start, consts, args):
+    def step(key, start, switches, consts, args):
       index = start + jnp.arange(self.chunk, dtype=jnp.uint32)
-      index = jax.lax.with_sharding_constraint(
-        index, NamedSharding(self.mesh, PartitionSpec("masks"))
-      )
+      index = jax.lax.with_sharding_constraint(index, sharding)
       keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+      outs = jax.vmap(sample, in_axes=(0, None, None, None))(keys, switches, consts, args)
       valid = index < self.num_masks
-      outs = jax.vmap(sample, in_axes=(0, None, None))(keys, consts, args)
 
       def moments(d):
-        w = valid.reshape((-1,) + (1,) * (d.ndim - 1)).astype(d.dtype)
-        d = d * w
+        d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
         return jnp.sum(d, axis=0), jnp.sum(d * d, axis=0)
 
-      return jax.tree.map(moments, outs)
+      return [moments(d) for d in outs]
 
-    compiled = jax.jit(step)
+    self.step = jax.jit(step)
+
+  def _moments(self, switches: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     totals = None
+    switches = jnp.asarray(switches, jnp.int32)
     for start in range(0, self.num_masks, self.chunk):
-      part = compiled(self.key, jnp.uint32(start), self.consts, self.arg_leaves)
-      part = jax.tree.map(lambda a: np.asarray(a, np.float64), part)
-      totals = part if totals is None else jax.tree.map(np.add, totals, part)
+      part = self.step(self.key, jnp.uint32(start), switches, self.consts, self.args)
+      part = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in part]
+      totals = (
+        part
+        if totals is None
+        else [(a + c, b + d) for (a, b), (c, d) in zip(totals, part, strict=True)]
+      )
     n = self.num_masks
-    results = []
-    for per_mode in totals:
-      means, errs = [], []
-      for s1, s2 in per_mode:
-        mean = s1 / n
-        var = np.maximum(s2 - s1 * s1 / n, 0) / max(n - 1, 1)
-        means.append(mean)
-        errs.append(np.sqrt(var / n))
-      results.append((means, errs))
-    return results[0], (results[1] if movable else None)
+    means, errs = [], []
+    for s1, s2 in totals:
+      var = np.maximum(s2 - s1 * s1 / n, 0) / max(n - 1, 1)
+      means.append(s1 / n)
+      errs.append(np.sqrt(var / n))
+    return means, errs
+
+  def estimates(self, index: int, movable: bool):
+    """``(bias, moved bias or None)`` of site ``index``, each ``(means, stderrs)``."""
+    switches = np.zeros(self.count, np.int32)
+    switches[index] = 1
+    bias = self._moments(switches)
+    if not movable:
+      return bias, None
+    switches[index] = 2
+    return bias, self._moments(switches)

@@ -132,8 +132,11 @@ class Graph:
 
 def trace(f: Any, key: Any, args: Sequence[Any]) -> tuple[core.ClosedJaxpr, Any]:
   """``make_jaxpr(f)(key, *args)`` with module paths in the name stacks, and the output tree."""
+  # A new function each time: make_jaxpr caches the trace of a function it has seen (and
+  # jit's traces too), with the name stacks of that earlier trace.
+  fresh = lambda key, *args: f(key, *args)
   with _module_scopes(f, args):
-    closed, shapes = jax.make_jaxpr(f, return_shape=True)(key, *args)
+    closed, shapes = jax.make_jaxpr(fresh, return_shape=True)(key, *args)
   return closed, jax.tree.structure(shapes)
 
 

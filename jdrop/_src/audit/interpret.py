@@ -70,14 +70,20 @@ def run(
   *,
   consts: dict[int, Any] | None = None,
   record: dict[int, Any] | None = None,
+  switches: Any = None,
 ) -> list[Any]:
   """The flat outputs of ``graph`` on ``inputs`` with site ``i`` in ``modes.get(i, default)``.
 
   ``consts`` replaces the graph's constants (to pass them to ``jit`` as arguments rather than
-  embed them); ``record``, when given, receives every value computed.
+  embed them); ``record``, when given, receives every value computed. ``switches``, an int
+  array with one entry per site (0 off, 1 on, 2 moved), chooses the modes at run time
+  instead, so that one compiled program serves every choice (``modes`` is then ignored).
   """
   hooks: dict[int, list[Callable[[dict[int, Any]], None]]] = collections.defaultdict(list)
   for i, site in enumerate(sites):
+    if switches is not None:
+      _switched(graph, site, switches[i], hooks)
+      continue
     mode = modes.get(i, default)
     if mode == "off":
       hooks[site.nodes[-1].index].append(_off(site))
@@ -99,6 +105,29 @@ def run(
   return [_read(env, r) for r in graph.outputs]
 
 
+def _switched(graph: Graph, site: RawSite, switch: Any, hooks: dict) -> None:
+  """Hooks that choose a site's mode by the traced ``switch`` (0 off, 1 on, 2 moved)."""
+  off, before, after = _off(site), _before(site), _after(site)
+
+  def choose(hook: Callable, when: Any, value: int) -> Callable[[dict[int, Any]], None]:
+    def run_hook(env: dict[int, Any]) -> None:
+      previous = env[value]
+      hook(env)
+      env[value] = jnp.where(when, env[value], previous)
+
+    return run_hook
+
+  end = site.nodes[-1].index
+  hooks[end].append(choose(off, switch == 0, site.y_out))
+  if site.activation is None:
+    return
+  if site.order == "post":
+    hooks[end].append(choose(before, switch == 2, site.y_out))
+  else:
+    exit_node = graph.producer[site.activation.exit]
+    hooks[exit_node.index].append(choose(after, switch == 2, site.activation.exit))
+
+
 def _off(site: RawSite) -> Callable[[dict[int, Any]], None]:
   def hook(env: dict[int, Any]) -> None:
     env[site.y_out] = env[site.x_in]
@@ -109,7 +138,6 @@ def _off(site: RawSite) -> Callable[[dict[int, Any]], None]:
 def _before(site: RawSite) -> Callable[[dict[int, Any]], None]:
   """A post-activation site moved before its activation: ``g(D(u))``."""
   act = site.activation
-  assert act is not None
 
   def hook(env: dict[int, Any]) -> None:
     dropped = _evaluate(site.nodes, env, {site.x_in: env[act.entry]}, site.y_out)
@@ -121,7 +149,6 @@ def _before(site: RawSite) -> Callable[[dict[int, Any]], None]:
 def _after(site: RawSite) -> Callable[[dict[int, Any]], None]:
   """A pre-activation site moved after its activation: ``D(g(x))``."""
   act = site.activation
-  assert act is not None
 
   def hook(env: dict[int, Any]) -> None:
     activated = _evaluate(act.nodes, env, {act.entry: env[site.x_in]}, act.exit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -145,9 +146,11 @@ class _Finder:
     return ref
 
   def uniform(self, ref: Ref) -> bool:
-    """Whether a fixed value is the same in every element, from its construction."""
+    """Whether a fixed value is one number by construction: a literal, a scalar constant, or
+    built from those by broadcasts and elementwise maps. An array constant is a parameter
+    and never uniform, whatever its values (a bias initialised to zeros is still a bias)."""
     if isinstance(ref, Const):
-      return np.ndim(ref.value) == 0 or _all_equal(ref.value)
+      return np.size(ref.value) == 1
     if not self.fixed(ref):
       return False
     if ref not in self._uniform:
@@ -157,8 +160,7 @@ class _Finder:
 
   def _uniform_value(self, ref: int) -> bool:
     if ref in self.graph.consts:
-      value = self.graph.consts[ref]
-      return np.ndim(value) == 0 or _all_equal(value)
+      return math.prod(self.graph.avals[ref].shape) == 1
     node = self.graph.producer.get(ref)
     if node is None:
       return False
@@ -478,21 +480,16 @@ def _within(scope: str, module: str) -> bool:
 
 
 def _kind(node: Node) -> str:
+  """``"attention"`` where the mask is applied inside an attention function of Flax or JAX
+  (``dot_product_attention_weights``) or one named ``*attention_weights``."""
   traceback = getattr(node.eqn.source_info, "traceback", None)
-  frames = getattr(traceback, "frames", None) or ()
-  for frame in frames:
-    if "attention" in str(getattr(frame, "function_name", "")).lower():
+  for frame in getattr(traceback, "frames", None) or ():
+    name = str(getattr(frame, "function_name", "")).lower()
+    path = str(getattr(frame, "file_name", "")).replace("\\", "/")
+    library = "/flax/" in path or "/jax/" in path
+    if name.endswith("attention_weights") or (library and "attention" in name):
       return "attention"
   return "dropout"
-
-
-def _all_equal(value: Any) -> bool:
-  try:
-    array = np.asarray(value)
-  except Exception:  # a tracer: not known to be uniform
-    return False
-  flat = array.reshape(-1)
-  return bool(flat.size == 0 or (flat == flat[0]).all())
 
 
 def _all_zero(value: Any) -> bool:
