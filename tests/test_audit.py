@@ -423,3 +423,49 @@ def test_bad_arguments_get_one_clear_error():
     jdrop.reorder(None, "pre")
   with pytest.raises(TypeError, match=r"jdrop.reorder: `sites` must be a sequence"):
     jdrop.reorder(f, "pre", sites="Dropout_0")
+
+
+# ----------------------------------------------------------------------------
+# The command line.
+
+
+def _cli(argv, capsys):
+  from jdrop._src import cli
+
+  status = cli.main(["audit", *argv])
+  out = capsys.readouterr()
+  return status, out.out, out.err
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
+  path = tmp_path / "audit.json"
+  status, out, err = _cli(
+    ["tests.audit_models:tiny", "--num-masks", "16", "--json", str(path)], capsys
+  )
+  assert status == 0, err
+  assert "Dropout_0" in out and "relu" in out and "proved" in out
+  data = json.loads(path.read_text())
+  assert [s["path"] for s in data["sites"]] == ["Dropout_0", "Dropout_1"]
+  assert data["num_masks"] == 16
+  status, out, _ = _cli(["tests.audit_models:tiny_pre", "--num-masks", "8", "--markdown"], capsys)
+  assert status == 0 and "| `Dropout_0` | dropout | 0.3 | gelu | pre | refuted |" in out
+
+
+def test_cli_refuses_to_overwrite_and_explains_bad_models(tmp_path, capsys):
+  path = tmp_path / "audit.json"
+  path.write_text("mine")
+  status, _, err = _cli(["tests.audit_models:tiny", "--json", str(path)], capsys)
+  assert status == 2 and "exists; pass --force" in err and path.read_text() == "mine"
+  cases = {
+    "tests.audit_models:not_a_pair": "must return a pair (f, args)",
+    "tests.audit_models:broken": "failed when called (RuntimeError: no model today)",
+    "tests.audit_models:X": "must name a callable of no arguments",
+    "tests.audit_models:nothing": "does not have ('nothing')",
+    "tests.no_such_module:f": "cannot be imported",
+    "tests.audit_models": "must be 'module:attribute'",
+  }
+  for spec, message in cases.items():
+    status, out, err = _cli([spec], capsys)
+    assert status == 2, spec
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert out == ""

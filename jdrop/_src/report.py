@@ -41,7 +41,7 @@ from typing import TextIO
 
 from jdrop._src import cli_args
 
-STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty")
+STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty", "audit")
 
 
 class ReportError(ValueError):
