@@ -30,6 +30,7 @@ class Config:
   attention_dropout_rate: float = 0.1
   deterministic: bool = False
   dropout: type = nn.Dropout  # the class of the dropout layers (swap in jdrop.flax.Dropout)
+  mlp_order: str = "post"  # the MLP's dropout after relu (as in lm1b) or before it ("pre")
 
 
 def positions(length: int, features: int) -> np.ndarray:
@@ -48,8 +49,8 @@ class MlpBlock(nn.Module):
   def __call__(self, inputs):
     cfg = self.config
     h = nn.Dense(cfg.mlp_dim)(inputs)
-    h = nn.relu(h)
-    h = cfg.dropout(rate=cfg.dropout_rate)(h, deterministic=cfg.deterministic)
+    drop = cfg.dropout(rate=cfg.dropout_rate, deterministic=cfg.deterministic)
+    h = drop(nn.relu(h)) if cfg.mlp_order == "post" else nn.relu(drop(h))
     out = nn.Dense(inputs.shape[-1])(h)
     return cfg.dropout(rate=cfg.dropout_rate)(out, deterministic=cfg.deterministic)
 

@@ -469,3 +469,36 @@ def test_cli_refuses_to_overwrite_and_explains_bad_models(tmp_path, capsys):
     assert status == 2, spec
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert out == ""
+
+
+def test_the_mask_axis_is_sharded_over_devices_with_the_same_estimates():
+  """Two forced CPU devices in a child process give the estimates of one device."""
+  import os
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  child = (
+    "import json, jax, jdrop\n"
+    "from tests import audit_models as m\n"
+    "assert len(jax.devices()) == 2\n"
+    "f, _ = m.linen('pre', 'tanh')\n"
+    "a = jdrop.audit(f, m.X, num_masks=1001, chunk=64)\n"
+    "print(json.dumps([s.bias.mean.tolist() for s in a.sites]))\n"
+  )
+  root = Path(__file__).resolve().parent.parent
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=str(root),
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd=root, timeout=300
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  sharded = json.loads(out.stdout.strip().splitlines()[-1])
+  f, _ = models.linen("pre", "tanh")
+  local = jdrop.audit(f, X, num_masks=1001, chunk=64)
+  for site, means in zip(local.sites, sharded, strict=True):
+    np.testing.assert_allclose(site.bias.mean, means, rtol=1e-4, atol=1e-6)
