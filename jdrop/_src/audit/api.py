@@ -408,7 +408,8 @@ def audit(
       rngs={"dropout": key})``, or for nnx a closure that calls ``model(x,
       rngs=nnx.Rngs(dropout=key))``. Parameters should be closed over (they are constants
       of the trace); ``args`` are the inputs.
-    *args: the inputs, concrete arrays (pytrees allowed).
+    *args: the inputs: arrays or pytrees of arrays (they are traced; close over Python values
+      such as ``train=True`` in ``f`` instead).
     key: the key masks are derived from (``fold_in(key, i)`` for mask ``i``); default
       ``jax.random.key(0)``.
     num_masks: Monte-Carlo masks per site.
@@ -443,7 +444,6 @@ def audit(
   traced = _trace(fn, f, key, args)
   graph, found = traced.graph, traced.found
   env: dict[int, Any] = {}
-  eval_leaves = interpret.run(graph, found.sites, traced.leaves, {}, "off")
   interpret.run(graph, found.sites, traced.leaves, {}, "on", record=env)
   notes = []
   if not found.sites and not found.unseen:
@@ -460,16 +460,15 @@ def audit(
   kept: list[finder.RawSite] = []
   rates: list[float] = []
   for site in found.sites:
-    rate = _rate(site, graph, env, traced.leaves)
-    if isinstance(rate, str):
-      unseen.append(f"`{site.path}`: {rate}")
+    rate = _rate(site, graph, env)
+    if isinstance(rate, str):  # not inverted dropout: it stays as it is, like other unseen
+      unseen.append(f"`{site.path}`: {rate}; it is not audited and stays as it is")
     else:
       kept.append(site)
       rates.append(rate)
-  program = _Program(graph, found.sites, traced.leaves, key, num_masks, chunk)
+  program = _Program(graph, kept, traced.leaves, key, num_masks, chunk)
   out_sites = []
-  for done, (site, rate) in enumerate(zip(kept, rates, strict=True)):
-    index = found.sites.index(site)
+  for index, (site, rate) in enumerate(zip(kept, rates, strict=True)):
     bias, moved = program.estimates(index, site.activation is not None)
     name, verdict = _activation(site, env, rate)
     out_sites.append(
@@ -486,13 +485,13 @@ def audit(
       )
     )
     if progress is not None:
-      progress(done + 1, len(kept))
+      progress(index + 1, len(kept))
   return Audit(
     tuple(out_sites),
     tuple(unseen),
     tuple(notes),
     num_masks,
-    jax.tree.unflatten(graph.out_tree, [np.asarray(v) for v in eval_leaves]),
+    jax.tree.unflatten(graph.out_tree, program.eval),
   )
 
 
@@ -500,7 +499,7 @@ def _estimate(pair: tuple[list[np.ndarray], list[np.ndarray]], out_tree: Any) ->
   return Estimate(jax.tree.unflatten(out_tree, pair[0]), jax.tree.unflatten(out_tree, pair[1]))
 
 
-def _rate(site: finder.RawSite, graph: graphs.Graph, env: dict[int, Any], leaves) -> float | str:
+def _rate(site: finder.RawSite, graph: graphs.Graph, env: dict[int, Any]) -> float | str:
   """The site's drop rate, from its multiplier ``site(ones)``: values in ``{0, 1/q}``."""
   aval = graph.avals[site.x_in]
   ones = jnp.ones(aval.shape, aval.dtype)
