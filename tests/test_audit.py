@@ -107,6 +107,7 @@ def test_reorder_gives_the_model_written_in_the_other_order(family, activation):
   assert _same(jax.jit(jdrop.reorder(post, "pre"))(KEY, X), want_pre)
   assert _same(jax.jit(jdrop.reorder(pre, "pre"))(KEY, X), want_pre)
   assert _same(jax.jit(jdrop.reorder(post, "post"))(KEY, X), want_post)
+  assert _same(jdrop.reorder(post, "post")(KEY, X), post(KEY, X))  # eagerly too
 
 
 def _direct(order, activation="tanh", rate=0.4):
