@@ -168,7 +168,7 @@ class _Finder:
       return self.uniform(node.ins[0])
     if node.name in ELEMENTWISE or node.name in _CALLS:
       return all(self.uniform(r) for r in node.ins)
-    return node.name in ("iota",) and False
+    return False
 
   def zero(self, ref: Ref) -> bool:
     if isinstance(ref, Const):
@@ -271,8 +271,8 @@ class _Finder:
       n.index not in inside and self.meets(n) and root in self.roots(n) for n in self.graph.nodes
     ):
       return (
-        "a mask that is also applied elsewhere in another way (alpha dropout keeps the mask "
-        "to set dropped units to a constant): not inverted dropout"
+        "a mask that is also applied elsewhere (to other data, or to set dropped units to a "
+        "constant, as alpha dropout does): moving one application would separate them"
       )
     scaled = scaled or any(
       self.scale(n, r) for n in chain[1:] for r in n.ins if isinstance(r, int) and self.data(r)
