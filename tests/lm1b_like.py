@@ -106,3 +106,63 @@ class TransformerLM(nn.Module):
 
 def tokens(batch: int = 4, length: int = 16, vocab: int = 64, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).integers(1, vocab, size=(batch, length)).astype(np.int32)
+
+
+class EncoderBlock(nn.Module):
+  config: Config
+
+  @nn.compact
+  def __call__(self, inputs):
+    cfg = self.config
+    h = nn.MultiHeadDotProductAttention(
+      cfg.num_heads,
+      qkv_features=cfg.qkv_dim,
+      dropout_rate=cfg.attention_dropout_rate,
+      deterministic=cfg.deterministic,
+    )(nn.LayerNorm()(inputs))
+    h = inputs + cfg.dropout(rate=cfg.dropout_rate)(h, deterministic=cfg.deterministic)
+    return h + MlpBlock(config=cfg)(nn.LayerNorm()(h))
+
+
+class DecoderBlock(nn.Module):
+  """Self-attention, then cross-attention on the encoding (with attention dropout), then MLP."""
+
+  config: Config
+
+  @nn.compact
+  def __call__(self, targets, encoded, mask):
+    cfg = self.config
+
+    def attention(q, kv, mask=None):
+      return nn.MultiHeadDotProductAttention(
+        cfg.num_heads,
+        qkv_features=cfg.qkv_dim,
+        dropout_rate=cfg.attention_dropout_rate,
+        deterministic=cfg.deterministic,
+      )(q, kv, mask=mask)
+
+    h = nn.LayerNorm()(targets)
+    h = targets + cfg.dropout(rate=cfg.dropout_rate)(
+      attention(h, h, mask), deterministic=cfg.deterministic
+    )
+    z = attention(nn.LayerNorm()(h), encoded)
+    z = h + cfg.dropout(rate=cfg.dropout_rate)(z, deterministic=cfg.deterministic)
+    return z + MlpBlock(config=cfg)(nn.LayerNorm()(z))
+
+
+class Translator(nn.Module):
+  """An encoder-decoder Transformer shaped like Flax's ``examples/wmt`` model (one layer each)."""
+
+  config: Config
+
+  @nn.compact
+  def __call__(self, sources, targets):
+    cfg = self.config
+    embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="shared_embedding")
+    x = embed(sources) + positions(sources.shape[1], cfg.emb_dim)
+    x = cfg.dropout(rate=cfg.dropout_rate)(x, deterministic=cfg.deterministic)
+    encoded = nn.LayerNorm()(EncoderBlock(cfg, name="encoderblock_0")(x))
+    y = embed(targets) + positions(targets.shape[1], cfg.emb_dim)
+    y = cfg.dropout(rate=cfg.dropout_rate)(y, deterministic=cfg.deterministic)
+    y = DecoderBlock(cfg, name="encoderdecoderblock_0")(y, encoded, nn.make_causal_mask(targets))
+    return embed.attend(nn.LayerNorm()(y))

@@ -503,3 +503,32 @@ def test_the_mask_axis_is_sharded_over_devices_with_the_same_estimates():
   local = jdrop.audit(f, X, num_masks=1001, chunk=64)
   for site, means in zip(local.sites, sharded, strict=True):
     np.testing.assert_allclose(site.bias.mean, means, rtol=1e-4, atol=1e-6)
+
+
+def test_wmt_like_encoder_decoder_with_cross_attention():
+  config = lm1b_like.Config(num_layers=1)
+  model = lm1b_like.Translator(config)
+  sources, targets = lm1b_like.tokens(2, 6), lm1b_like.tokens(2, 5, seed=1)
+  variables = model.init(jax.random.key(0), sources, targets)
+  f = lambda key, s, t: model.apply(variables, s, t, rngs={"dropout": key})
+  audit = jdrop.audit(f, sources, targets, num_masks=8)
+  found = [(s.path, s.kind, s.activation, s.order) for s in audit.sites]
+  enc, dec = "encoderblock_0", "encoderdecoderblock_0"
+  assert found == [
+    ("Dropout_0", "dropout", None, None),
+    (f"{enc}/MultiHeadDotProductAttention_0", "attention", None, None),
+    (f"{enc}/Dropout_0", "dropout", None, None),
+    (f"{enc}/MlpBlock_0/Dropout_0", "dropout", "relu", "post"),
+    (f"{enc}/MlpBlock_0/Dropout_1", "dropout", None, None),
+    ("Dropout_1", "dropout", None, None),
+    (f"{dec}/MultiHeadDotProductAttention_0", "attention", None, None),
+    (f"{dec}/Dropout_0", "dropout", None, None),
+    (f"{dec}/MultiHeadDotProductAttention_1", "attention", None, None),  # cross-attention
+    (f"{dec}/Dropout_1", "dropout", None, None),
+    (f"{dec}/MlpBlock_0/Dropout_0", "dropout", "relu", "post"),
+    (f"{dec}/MlpBlock_0/Dropout_1", "dropout", None, None),
+  ]
+  assert audit.sites[8].shape == (2, 4, 5, 6)  # batch, heads, target length, source length
+  assert _same(
+    jax.jit(jdrop.reorder(f, "post"))(KEY, sources, targets), jax.jit(f)(KEY, sources, targets)
+  )
