@@ -78,13 +78,14 @@ def _resolve(
   try:
     return deterministic, module.make_rng(module.rng_collection)
   except flax.errors.InvalidRngError as err:
-    where = "/".join(module.scope.path) or type(module).__name__
+    scope = module.scope
+    where = "/".join(scope.path if scope else ()) or type(module).__name__
     message = errors.message(
       fn,
       "rngs",
       f"must hold a {module.rng_collection!r} (or 'params') key for the non-deterministic"
       f" module {where!r}",
-      errors.Described(f"the streams {sorted(module.scope.rngs)}"),
+      errors.Described(f"the streams {sorted(scope.rngs if scope else ())}"),
       f"Pass rngs={{{module.rng_collection!r}: jax.random.key(0)}} to apply(), rng=key to the"
       " call, or deterministic=True.",
     )

@@ -157,7 +157,7 @@ class _Stochastic(nnx.Module):
 class _Broadcast(_Stochastic):
   """A module whose mask may be shared along ``broadcast_dims``."""
 
-  _options = ("broadcast_dims",)
+  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims",)
 
   def __init__(
     self,
@@ -172,7 +172,8 @@ class _Broadcast(_Stochastic):
     super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
 
 
-class Dropout(_Broadcast, nnx.Dropout):
+# Our `rate` is wider (an array rate works) than flax.nnx.Dropout's float: mypy's misc.
+class Dropout(_Broadcast, nnx.Dropout):  # type: ignore[misc]
   """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.nnx.Dropout``.
 
   A subclass of ``flax.nnx.Dropout`` that overrides its call, so everything in Flax that
