@@ -1,12 +1,12 @@
 """Runs a subset of the tests against the oldest and the newest dependency versions jdrop claims.
 
-For each of ``oldest`` and ``newest`` it makes a fresh virtual environment, installs
-``.[test]`` there with every direct dependency of ``pyproject.toml`` (core and the test
-extras) pinned at its lower bound (``oldest``) or left to pip's newest allowed version
-(``newest``), and runs ``SUBSET`` with pytest. Transitive dependencies are whatever pip
-picks. It writes the versions, the pytest summary and the time to
-``experiments/results/dependency-bounds.md``. It needs PyPI; about 5 minutes per environment
-on 2 cores.
+For each of ``oldest`` and ``newest`` it makes a fresh virtual environment and installs
+``-e .[test]`` there (the tests import this checkout) with every direct dependency of
+``pyproject.toml`` (core and the test extras) pinned at its lower bound (``oldest``) or left
+to pip's newest allowed version (``newest``), then runs ``SUBSET`` with pytest. Transitive
+dependencies are whatever pip picks. It writes the versions, the pytest summary and the time
+to ``experiments/results/dependency-bounds.md``. It needs PyPI; about 5 minutes per
+environment on 2 cores.
 
   python experiments/dependency_bounds.py                 # both
   python experiments/dependency_bounds.py --which oldest  # one
@@ -76,7 +76,8 @@ def one(which: str) -> str:
     python = str(venv / "bin" / "python")
     reqs = requirements(which)
     install = run(
-      [python, "-m", "pip", "install", "-q", "--prefer-binary", ".[test]", *reqs], cwd=ROOT
+      [python, "-m", "pip", "install", "-q", "--prefer-binary", "-e", ".[test]", *reqs],
+      cwd=ROOT,
     )
     if install.returncode:
       errors = [line for line in install.stderr.splitlines() if "ignored" not in line]

@@ -221,8 +221,8 @@ def test_jitted_model_is_equal_to_rounding():
 def test_low_precision_outputs_within_the_stated_ulps(dtype, ulps):
   # Flax divides in the input's dtype by a keep probability rounded to it; jdrop scales in
   # float32 and rounds once. Kept values may then differ by up to 2 ulp in float16 (1 in
-  # bfloat16, whose 8-bit significand leaves the rounded keep probability closer); dropped
-  # positions are 0 in both.
+  # bfloat16); dropped positions are 0 in both. With jax 0.10.2 these inputs reach 2 ulp in
+  # float16, with jax 0.10.0 only 1 (XLA's float16 division changed).
   x = jnp.asarray(np.random.default_rng(3).standard_normal(1 << 14), dtype)
   worst = 0
   for rate in (0.1, 0.13, 0.3, 0.77, 0.9):
@@ -231,7 +231,7 @@ def test_low_precision_outputs_within_the_stated_ulps(dtype, ulps):
     expected = nn.Dropout(rate).apply({}, x, False, rngs=rngs)
     np.testing.assert_array_equal(actual == 0, expected == 0)
     worst = max(worst, int(ulp_distance(actual, expected).max()))
-  assert worst == ulps
+  assert 1 <= worst <= ulps
 
 
 # ----------------------------------------------------------------------------

@@ -322,7 +322,8 @@ def test_missing_or_wrong_rngs_is_a_clear_error(cls):
 
 def test_error_messages_hold_flax_messages():
   # Each exception is of Flax's class and holds Flax's message: its first sentence, which is
-  # all of it except for `deterministic`, where Flax goes on to list options.
+  # all of it except for `deterministic`, where Flax 0.12.8 goes on to list options (0.12.5
+  # says "... to Dropout as either a __call__ argument or class attribute", also contained).
   cases = [
     (lambda cls: cls(0.5)(X), ValueError),
     (lambda cls: cls(0.5)(X, rngs=0), TypeError),

@@ -90,7 +90,8 @@ class _Stochastic(nnx.Module):
         "must be given to the constructor, to the call or with nnx.view",
         None,
         "Pass deterministic=True/False, or call model.eval() / model.train()."
-        f" (Flax: No `deterministic` argument was provided to {type(self).__name__}.)",
+        f" (Flax: No `deterministic` argument was provided to {type(self).__name__} as either"
+        " a __call__ argument or class attribute.)",
       )
     if not _dropout.needs_key(fn, self.rate, deterministic, allow_one=self._allow_one):
       return deterministic, _dropout.unused_key()
