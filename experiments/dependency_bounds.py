@@ -88,12 +88,14 @@ def one(which: str) -> str:
     start = time.monotonic()
     # The checkout's code (pytest puts the repository first on the path) with these versions.
     tests = run(
-      [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--rootdir", str(ROOT)]
+      [python, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2", "--rootdir", str(ROOT)]
       + [str(ROOT / path) for path in SUBSET],
       cwd=tmp,
     )
     seconds = time.monotonic() - start
-    summary = [line for line in tests.stdout.splitlines() if line.strip()][-1:]
+    summary = [
+      line for line in tests.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)
+    ]
     failures = [line for line in tests.stdout.splitlines() if line.startswith("FAILED")]
     lines = [
       f"## {which}",
@@ -102,7 +104,7 @@ def one(which: str) -> str:
       "",
       f"Installed: {', '.join(shown)}",
       "",
-      f"pytest (exit {tests.returncode}, {seconds:.0f} s): `{summary[0] if summary else '?'}`",
+      f"pytest (exit {tests.returncode}, {seconds:.0f} s): `{summary[-1] if summary else '?'}`",
     ]
     if failures:
       lines += ["", "```", *failures[:40], "```"]
