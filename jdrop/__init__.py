@@ -3,6 +3,9 @@
 Public names only; the implementation lives in ``jdrop._src``.
 """
 
+import types as _types
+import typing as _typing
+
 from jdrop import activations as activations
 from jdrop import checker as checker
 from jdrop._src.audit import Audit as Audit
@@ -24,8 +27,14 @@ from jdrop._src.order import both_orders as both_orders
 
 __version__ = "0.1.0"
 
+if _typing.TYPE_CHECKING:  # imported on first use (below); type checkers see them as submodules
+  from jdrop import flax as flax
+  from jdrop import montecarlo as montecarlo
+  from jdrop import nnx as nnx
+  from jdrop import testing as testing
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> _types.ModuleType:
   """Imports the Flax wrappers, the testing helpers and the Monte-Carlo engine on first use.
 
   ``jdrop.flax``, ``jdrop.nnx`` and ``jdrop.testing`` pull in Flax or Hypothesis, and

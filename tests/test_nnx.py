@@ -1,5 +1,5 @@
-"""jdrop.nnx: bit-identical to flax.nnx.Dropout, the same use of Rngs, and each module is its
-pure function."""
+"""jdrop.nnx: a subclass of flax.nnx.Dropout with bit-identical outputs, the same use of Rngs
+and Flax's exceptions, and each module is its pure function."""
 
 from collections.abc import Callable
 
@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from flax_util import assert_bits_equal
+from flax_util import assert_equal_to_rounding
 
 import jdrop
 import jdrop.nnx
@@ -15,34 +17,6 @@ import jdrop.nnx
 # Inputs come from numpy: every distinct jitted function costs a compilation (tests stay fast).
 X = jnp.asarray(np.random.default_rng(0).standard_normal((4, 6, 5)), jnp.float32)
 KEY = jax.random.key(7)
-
-
-def _as_numpy(leaf) -> np.ndarray:
-  if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-    leaf = jax.random.key_data(leaf)
-  return np.asarray(leaf)
-
-
-def assert_bits_equal(actual, expected):
-  """Same shape, dtype and bytes (keys compared by their data): stricter than ==."""
-  actual, expected = _as_numpy(actual), _as_numpy(expected)
-  assert actual.shape == expected.shape and actual.dtype == expected.dtype
-  np.testing.assert_array_equal(actual, expected)
-  assert actual.tobytes() == expected.tobytes()
-
-
-def assert_equal_after_matmul(actual, expected):
-  """Bit-identical on CPU; within a few ulp of float32 where XLA fuses producers into GEMMs.
-
-  On GPU, XLA may fuse the elementwise code that feeds a matmul into the matmul's own kernel
-  (Triton GEMM fusions). jdrop's mask is other HLO than jax.random's, so the kernel after a
-  dropout, and the rounding of its sums, can differ by an ulp although the dropout outputs
-  are bit-identical (checked exactly).
-  """
-  if jax.default_backend() == "cpu":
-    assert_bits_equal(actual, expected)
-  else:
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
 
 
 def assert_same_state(actual: nnx.Module, expected: nnx.Module):
@@ -169,9 +143,68 @@ def test_dropout_in_a_model_with_mode_switching_equals_flax():
   assert_same_state(ours, theirs)
   for (out, dropped), (out_flax, dropped_flax) in zip(actual, expected, strict=True):
     jax.tree.map(assert_bits_equal, dropped, dropped_flax)
-    assert_equal_after_matmul(out, out_flax)
+    assert_equal_to_rounding(out, out_flax)
   first, second, evaluated = (out for out, _ in actual[:3])
   assert not (first == second).all() and not (second == evaluated).all()
+
+
+# ----------------------------------------------------------------------------
+# A subclass of flax.nnx.Dropout: what selects modules by type finds it.
+
+
+class Mixed(nnx.Module):
+  """A model partly swapped: Flax's dropout, jdrop's, and jdrop layers that Flax lacks."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.linear = nnx.Linear(5, 5, kernel_init=ramp, rngs=rngs)
+    self.flax_drop = nnx.Dropout(0.5, rngs=rngs)
+    self.drop = jdrop.nnx.Dropout(0.5, rngs=rngs)
+    self.alpha = jdrop.nnx.AlphaDropout(0.5, rngs=rngs)
+    self.act = jdrop.nnx.ActivationDropout("relu", 0.5, order="post", rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.act(self.alpha(self.drop(self.flax_drop(self.linear(x)))))
+
+
+def test_dropout_is_a_flax_dropout_and_the_other_layers_are_not():
+  assert isinstance(jdrop.nnx.Dropout(0.1), nnx.Dropout)
+  assert jdrop.nnx.Dropout.__call__ is not nnx.Dropout.__call__
+  # Flax has no alpha, gaussian, drop-path or activation dropout: filters for nnx.Dropout
+  # must not pick those (a mask of other statistics, or an activation).
+  for cls in (
+    jdrop.nnx.AlphaDropout,
+    jdrop.nnx.GaussianDropout,
+    jdrop.nnx.DropPath,
+    jdrop.nnx.ActivationDropout,
+  ):
+    assert not issubclass(cls, nnx.Dropout)
+
+
+def test_set_attributes_by_flax_type_reaches_it():
+  model = Mixed(nnx.Rngs(0))
+  model.set_attributes(nnx.Dropout, deterministic=True)
+  assert model.flax_drop.deterministic is True and model.drop.deterministic is True
+  assert model.alpha.deterministic is False and model.act.deterministic is False
+  model.set_attributes(nnx.Dropout, rate=0.25)
+  assert model.drop.rate == 0.25
+
+
+def test_view_only_flax_type_reaches_it():
+  model = Mixed(nnx.Rngs(0))
+  twin = nnx.clone(model)
+  x = X.reshape(-1, 5)
+  view = nnx.view(model, only=nnx.Dropout, deterministic=True)
+  assert view.drop.deterministic is True and view.alpha.deterministic is False
+  assert model.drop.deterministic is False  # a view leaves the model alone
+  # Both dropouts skipped, alpha and activation dropout still drawing from their streams.
+  assert_bits_equal(view(x), twin.act(twin.alpha(twin.linear(x))))
+  assert_same_state(model, twin)
+
+
+def test_iter_graph_filter_by_flax_type_finds_it():
+  model = Mixed(nnx.Rngs(0))
+  found = [path for path, node in nnx.iter_graph(model) if isinstance(node, nnx.Dropout)]
+  assert sorted(found) == [("drop",), ("flax_drop",)]
 
 
 # ----------------------------------------------------------------------------
@@ -267,17 +300,43 @@ ALL_IDS = ["Dropout", "AlphaDropout", "GaussianDropout", "DropPath", "Activation
 def test_missing_or_wrong_rngs_is_a_clear_error(cls):
   module = cls(0.5)
   name = type(module).__name__
-  with pytest.raises(ValueError, match=rf"jdrop\.nnx\.{name}: `rngs` must be given"):
+  with pytest.raises(ValueError, match=rf"jdrop\.nnx\.{name}: `rngs` must be given") as info:
     module(X)
+  # Flax's words too, so tests written against flax.nnx.Dropout still match.
+  assert (
+    f"`deterministic` is False, but no `rngs` argument was provided to {name} as either a"
+    " __call__ argument or class attribute." in str(info.value)
+  )
   with pytest.raises(
     TypeError, match=rf"jdrop\.nnx\.{name}: `rngs` must be .* got an object of type int"
-  ):
+  ) as info:
     module(X, rngs=0)
+  assert "rngs must be a Rngs, RngStream or jax.Array, but got <class 'int'>." in str(info.value)
   with pytest.raises(
     TypeError, match=rf"jdrop\.nnx\.{name}: `rngs` must be .* got an object of type int"
-  ):
+  ) as info:
     cls(0.5, rngs=0)
+  assert "rngs must be a Rngs, RngStream or None, but got <class 'int'>." in str(info.value)
   assert_bits_equal(module(X, deterministic=True), cls(0.5, deterministic=True)(X))
+
+
+def test_error_messages_hold_flax_messages():
+  # Each exception is of Flax's class and holds Flax's message: its first sentence, which is
+  # all of it except for `deterministic`, where Flax 0.12.8 goes on to list options (0.12.5
+  # says "... to Dropout as either a __call__ argument or class attribute", also contained).
+  cases = [
+    (lambda cls: cls(0.5)(X), ValueError),
+    (lambda cls: cls(0.5)(X, rngs=0), TypeError),
+    (lambda cls: cls(0.5, rngs=0), TypeError),
+    (lambda cls: cls(0.5, deterministic=None)(X), ValueError),
+  ]
+  for run, error in cases:
+    with pytest.raises(error) as flax_info:
+      run(nnx.Dropout)
+    with pytest.raises(error) as info:
+      run(jdrop.nnx.Dropout)
+    flax_sentence = " ".join(str(flax_info.value).split()).split(". ")[0]
+    assert len(flax_sentence) > 40 and flax_sentence in str(info.value)
 
 
 @pytest.mark.parametrize("cls", ALL_CLASSES, ids=ALL_IDS)

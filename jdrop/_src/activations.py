@@ -65,7 +65,7 @@ def _shown(value: object) -> errors.Described:
   """A value as an error message quotes it: a non-scalar array by its shape and dtype."""
   shape = getattr(value, "shape", ())
   if shape and hasattr(value, "dtype"):
-    dtype = value.dtype  # type: ignore[attr-defined]
+    dtype = value.dtype
     return errors.Described(f"an array of shape {shape} and dtype {dtype}")
   return errors.short(value)
 
@@ -558,9 +558,9 @@ def parametric_relu(
     _require("parametric_relu", "max_value", max_value, lambda v: v >= 0, "must be >= 0", fix)
   _require("parametric_relu", "threshold", threshold, lambda v: v >= 0, "must be >= 0", fix)
   slope = _concrete(negative_slope)
-  if slope is not None and not np.any(slope):
-    negative_slope = None  # A concrete zero slope: skip `0 * (x - t)`, which is NaN at -inf.
-  return _parametric_relu(x, negative_slope, max_value, threshold)
+  # A concrete zero slope: None skips `0 * (x - t)`, which is NaN at -inf.
+  negative_part = None if slope is not None and not np.any(slope) else negative_slope
+  return _parametric_relu(x, negative_part, max_value, threshold)
 
 
 @jax.jit

@@ -302,7 +302,7 @@ def _gather(host: str, port: int, hello: dict[str, Any], deadline: float, timeou
           joined.add(message["process_id"])
         else:
           refused = _Refused(problem)
-      reply = {"ok": True}
+      reply: dict[str, Any] = {"ok": True}
       if refused is not None:
         reply = {"error": str(refused), "timeout": refused.timeout}
       for conn in conns:
@@ -410,7 +410,8 @@ def initialize(
     timeout=timeout,
     study=study,
   )
-  if jax.config.jax_cpu_collectives_implementation is None:  # older JAX had no default
+  # JAX reads its options as dynamic attributes, which mypy cannot see.
+  if jax.config.jax_cpu_collectives_implementation is None:  # type: ignore[attr-defined]
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   remaining = max(1, math.ceil(timeout - (time.monotonic() - start)))
   seconds = max(10, math.ceil(timeout))

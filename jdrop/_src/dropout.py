@@ -198,7 +198,9 @@ def compiled(body: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
   """
 
   @functools.partial(jax.jit, static_argnums=(0,))
-  def jitted(static: tuple[tuple[str, Any], ...], dynamic: dict[str, Any], *arrays: Any):
+  def jitted(
+    static: tuple[tuple[str, Any], ...], dynamic: dict[str, Any], *arrays: Any
+  ) -> jax.Array:
     return body(*arrays, **dict(static), **dynamic)
 
   @functools.wraps(body)

@@ -4,11 +4,10 @@ Each module merges its ``deterministic`` flag, validates its ``rate``, takes a k
 ``rng_collection`` and calls one pure function of :mod:`jdrop`. It calls ``make_rng`` exactly
 where ``flax.linen.Dropout`` does: not when the module is deterministic or the rate is 0 or 1
 (the pure functions return ``x`` or zeros there without touching their key). Every other rng
-stream of a parent model therefore stays as it was, and swapping ``flax.linen.Dropout`` for
-:class:`Dropout` leaves every dropout output bit-identical in float32. (On GPU, XLA may fuse
-the mask's code into the next matmul's kernel, and jdrop's mask is other code than
-``jax.random``'s, so a later layer can round differently by about an ulp; on CPU the whole
-model is bit-identical.)
+stream of a parent model therefore stays as it was.
+
+What swapping ``flax.linen.Dropout`` for :class:`Dropout` guarantees is stated in
+:mod:`jdrop.flax`.
 
 Unlike ``flax.linen.Dropout``, the modules accept a traced ``rate`` or ``deterministic``
 (a module built inside ``jax.jit``); they then always draw a key, since whether it is needed
@@ -36,14 +35,15 @@ from jdrop._src import order as _order
 
 
 def _merge_deterministic(fn: str, field: Any, call: Any) -> Any:
-  """``flax.linen.merge_param`` for ``deterministic``, with jdrop's error messages."""
+  """``flax.linen.merge_param`` for ``deterministic``: its ``ValueError`` and words, and a fix."""
   if field is None and call is None:
     raise errors.value_error(
       fn,
       "deterministic",
       "must be given either as a module field or at call time",
       None,
-      "Pass deterministic=True/False to the constructor or to the call (not both).",
+      "Pass deterministic=True/False to the constructor or to the call (not both)."
+      ' (Flax: Parameter "deterministic" must be passed to the constructor or at call time.)',
     )
   if field is not None and call is not None:
     raise errors.value_error(
@@ -51,9 +51,19 @@ def _merge_deterministic(fn: str, field: Any, call: Any) -> Any:
       "deterministic",
       f"was given both as a module field ({field!r}) and at call time",
       call,
-      "Pass it in one place only, e.g. construct with deterministic=None.",
+      "Pass it in one place only, e.g. construct with deterministic=None."
+      ' (Flax: Parameter "deterministic" was passed to the constructor and at call time.'
+      " Should be passed just once.)",
     )
   return field if call is None else call
+
+
+class MissingRngError(flax.errors.InvalidRngError, ValueError):
+  """A non-deterministic module without its rng stream.
+
+  Both the exception Flax raises there (``flax.errors.InvalidRngError``, so code written
+  against ``flax.linen.Dropout`` still catches it) and jdrop's ``ValueError`` for bad input.
+  """
 
 
 def _resolve(
@@ -68,16 +78,18 @@ def _resolve(
   try:
     return deterministic, module.make_rng(module.rng_collection)
   except flax.errors.InvalidRngError as err:
-    where = "/".join(module.scope.path) or type(module).__name__
-    raise errors.value_error(
+    scope = module.scope
+    where = "/".join(scope.path if scope else ()) or type(module).__name__
+    message = errors.message(
       fn,
       "rngs",
       f"must hold a {module.rng_collection!r} (or 'params') key for the non-deterministic"
       f" module {where!r}",
-      errors.Described(f"the streams {sorted(module.scope.rngs)}"),
+      errors.Described(f"the streams {sorted(scope.rngs if scope else ())}"),
       f"Pass rngs={{{module.rng_collection!r}: jax.random.key(0)}} to apply(), rng=key to the"
       " call, or deterministic=True.",
-    ) from err
+    )
+    raise MissingRngError(f"{message} (Flax: {err})") from err
 
 
 # ----------------------------------------------------------------------------
@@ -115,13 +127,21 @@ class _Stochastic(nn.Module):
     return pure(key, inputs, *positional, rate=self.rate, deterministic=deterministic, **options)
 
 
-class Dropout(_Stochastic):
+class Dropout(_Stochastic, nn.Dropout):
   """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.linen.Dropout``.
 
-  Same fields, call signature and rng use as ``flax.linen.Dropout``: for the same rngs the
-  outputs are bit-identical in float32, alone or inside a model (inputs in bfloat16 and
-  float16 are scaled in float32 and rounded once, so they may differ from flax's by one ulp).
-  The ``rate`` may also be traced.
+  A subclass of ``flax.linen.Dropout`` that overrides its call, so everything in Flax that
+  selects modules by type (``isinstance`` filters for ``capture_intermediates``,
+  ``nn.intercept_methods``, ...) treats it as Flax's dropout. Same fields, call signature and
+  rng use: for the same rngs every output is bit-identical to Flax's in float32 (inputs in
+  bfloat16 and float16 are scaled in float32 and rounded once, so they may differ from
+  Flax's by an ulp or two). The same exceptions too: a missing rng raises
+  ``flax.errors.InvalidRngError`` (which is also a ``ValueError``) and a ``deterministic``
+  given twice or never a ``ValueError``, each message holding Flax's words and jdrop's fix.
+
+  One intended difference: a rate outside [0, 1] raises ``ValueError`` where Flax returns
+  zeros (rate > 1) or scales by ``1 / (1 - rate)`` (rate < 0) without a word. The ``rate``
+  may also be traced.
 
   Attributes:
     rate: the drop probability in [0, 1] (*not* the keep probability).
@@ -137,13 +157,15 @@ class Dropout(_Stochastic):
     >>> y = jdrop.flax.Dropout(0.5).apply({}, x, deterministic=False, rngs=rngs)
     >>> bool((y == nn.Dropout(0.5).apply({}, x, deterministic=False, rngs=rngs)).all())
     True
+    >>> isinstance(jdrop.flax.Dropout(0.5), nn.Dropout)
+    True
     >>> jdrop.flax.Dropout(0.5, deterministic=True).apply({}, jnp.ones(3))
     Array([1., 1., 1.], dtype=float32)
   """
 
   _pure = staticmethod(_dropout.dropout)
 
-  rate: ArrayLike
+  rate: ArrayLike  # type: ignore[assignment]  # wider than Flax's float: a traced rate works
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"

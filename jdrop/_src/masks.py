@@ -78,7 +78,7 @@ def check_key(fn: str, key: Any) -> jax.Array:
         errors.Described(f"an array of dtype {key.dtype} and shape {key.shape}"),
         "Create one with jax.random.key(seed).",
       )
-    key_shape = _raw_key_shape(jax.config.jax_default_prng_impl)
+    key_shape = _raw_key_shape(jax.config.jax_default_prng_impl)  # type: ignore[attr-defined]
     if key.shape[-len(key_shape) :] != key_shape:
       raise errors.type_error(
         fn,
@@ -95,7 +95,7 @@ def check_key(fn: str, key: Any) -> jax.Array:
         errors.Described(f"a batch of raw keys with shape {key.shape}"),
         "To use one key per example, map over the keys with jax.vmap.",
       )
-    return jax.random.wrap_key_data(key)
+    return jax.random.wrap_key_data(jnp.asarray(key))
   raise errors.type_error(
     fn,
     "key",
@@ -149,12 +149,12 @@ def check_rate(fn: str, rate: Any, *, allow_one: bool = True) -> None:
       errors.short(rate),
       "Pass a number such as rate=0.1.",
     )
-  value = float(value)
-  upper_ok = value <= 1.0 if allow_one else value < 1.0
-  if not (value >= 0.0 and upper_ok):  # also catches NaN
+  number = float(value)
+  upper_ok = number <= 1.0 if allow_one else number < 1.0
+  if not (number >= 0.0 and upper_ok):  # also catches NaN
     interval = "[0, 1]" if allow_one else "[0, 1)"
     fix = "Pass the probability of *dropping* a unit, e.g. rate=0.1."
-    if not allow_one and value == 1.0:
+    if not allow_one and number == 1.0:
       fix = "Rate 1 gives this noise infinite variance; use a rate below 1."
     raise errors.value_error(fn, "rate", f"must be a drop probability in {interval}", rate, fix)
 
@@ -238,7 +238,7 @@ def keep_probability(rate: ArrayLike) -> jax.Array:
   if is_traced(rate) or isinstance(rate, jax.Array):
     rate = jnp.asarray(rate)
     return 1 - rate.astype(compute_dtype(rate.dtype))
-  return jnp.asarray(1.0 - float(rate))
+  return jnp.asarray(1.0 - float(np.asarray(rate)))
 
 
 def _threshold(keep: jax.Array) -> jax.Array:
@@ -260,7 +260,7 @@ def fused_path_available(key: jax.Array, size: int) -> bool:
   """
   return (
     str(jax.random.key_impl(key)) == "threefry2x32"
-    and bool(jax.config.jax_threefry_partitionable)
+    and bool(jax.config.jax_threefry_partitionable)  # type: ignore[attr-defined]
     and size < _MAX_FUSED_SIZE
   )
 
@@ -274,12 +274,13 @@ def _flat_index(shape: tuple[int, ...]) -> jax.Array:
   if not shape:
     return jnp.zeros((), jnp.uint32)
   strides = np.cumprod((*shape[1:], 1)[::-1])[::-1]
-  index = None
+  terms = []
   for axis, stride in enumerate(strides):
     term = lax.broadcasted_iota(jnp.uint32, shape, axis)
-    if stride != 1:
-      term = term * np.uint32(stride)
-    index = term if index is None else index + term
+    terms.append(term if stride == 1 else term * np.uint32(stride))
+  index = terms[0]
+  for term in terms[1:]:
+    index = index + term
   return index
 
 

@@ -4,11 +4,14 @@ Each module resolves its ``deterministic`` flag, validates its ``rate``, takes a
 rngs and calls one pure function of :mod:`jdrop`. Construction forks the ``rng_collection``
 stream as ``flax.nnx.Dropout`` does, and a call draws a key exactly where it does: not when the
 module is deterministic or the rate is 0 or 1. The ``Rngs`` of a model are therefore consumed
-as before, and swapping ``flax.nnx.Dropout`` for :class:`Dropout` leaves every dropout output
-bit-identical in float32 (on GPU a later matmul can round differently by about an ulp, as XLA
-may fuse the mask's code into its kernel; on CPU the whole model is bit-identical).
-``model.train()``, ``model.eval()``, ``set_attributes(deterministic=...)`` and ``nnx.view``
-work as for flax's modules.
+as before. ``model.train()``, ``model.eval()``, ``set_attributes(deterministic=...)`` and
+``nnx.view`` work as for Flax's modules.
+
+What swapping ``flax.nnx.Dropout`` for :class:`Dropout` guarantees, for the same ``Rngs``:
+every dropout output is bit-identical in float32, eager or under ``nnx.jit`` (bfloat16 and
+float16 inputs may differ from Flax's by up to 1 and 2 ulp), and a jitted model is equal to
+Flax's to rounding, not bit for bit, since XLA may fuse jdrop's mask code into neighbouring
+reductions or matmul kernels differently (:mod:`jdrop.flax` has a measured example).
 
 Unlike ``flax.nnx.Dropout``, the modules accept a traced ``rate``: an array rate is part of the
 module's state, so under ``nnx.jit`` it can change without recompiling. A traced rate always
@@ -70,7 +73,8 @@ class _Stochastic(nnx.Module):
         "rngs",
         "must be an nnx.Rngs, an nnx.RngStream or None",
         errors.Described(f"an object of type {type(rngs).__name__}"),
-        "Pass rngs=nnx.Rngs(dropout=0), or pass a key at call time.",
+        "Pass rngs=nnx.Rngs(dropout=0), or pass a key at call time."
+        f" (Flax: rngs must be a Rngs, RngStream or None, but got {type(rngs)}.)",
       )
 
   def _resolve(
@@ -85,7 +89,9 @@ class _Stochastic(nnx.Module):
         "deterministic",
         "must be given to the constructor, to the call or with nnx.view",
         None,
-        "Pass deterministic=True/False, or call model.eval() / model.train().",
+        "Pass deterministic=True/False, or call model.eval() / model.train()."
+        f" (Flax: No `deterministic` argument was provided to {type(self).__name__} as either"
+        " a __call__ argument or class attribute.)",
       )
     if not _dropout.needs_key(fn, self.rate, deterministic, allow_one=self._allow_one):
       return deterministic, _dropout.unused_key()
@@ -103,14 +109,17 @@ class _Stochastic(nnx.Module):
         "rngs",
         "must be given to the constructor or to the call when the module is not deterministic",
         None,
-        "Construct with rngs=nnx.Rngs(dropout=0), call with rngs=..., or set deterministic=True.",
+        "Construct with rngs=nnx.Rngs(dropout=0), call with rngs=..., or set deterministic=True."
+        f" (Flax: `deterministic` is False, but no `rngs` argument was provided to"
+        f" {type(self).__name__} as either a __call__ argument or class attribute.)",
       )
     raise errors.type_error(
       fn,
       "rngs",
       "must be an nnx.Rngs, an nnx.RngStream or a PRNG key",
       errors.Described(f"an object of type {type(rngs).__name__}"),
-      "Pass rngs=nnx.Rngs(dropout=0) or a key from jax.random.key.",
+      "Pass rngs=nnx.Rngs(dropout=0) or a key from jax.random.key."
+      f" (Flax: rngs must be a Rngs, RngStream or jax.Array, but got {type(rngs)}.)",
     )
 
   def __call__(
@@ -149,7 +158,7 @@ class _Stochastic(nnx.Module):
 class _Broadcast(_Stochastic):
   """A module whose mask may be shared along ``broadcast_dims``."""
 
-  _options = ("broadcast_dims",)
+  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims",)
 
   def __init__(
     self,
@@ -164,13 +173,23 @@ class _Broadcast(_Stochastic):
     super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
 
 
-class Dropout(_Broadcast):
+# Our `rate` is wider (an array rate works) than flax.nnx.Dropout's float: mypy's misc.
+class Dropout(_Broadcast, nnx.Dropout):  # type: ignore[misc]
   """Inverted dropout (:func:`jdrop.dropout`), a drop-in for ``flax.nnx.Dropout``.
 
-  Same constructor, call signature, mode switching and rng use as ``flax.nnx.Dropout``: for
-  the same ``Rngs`` the outputs are bit-identical in float32 and the streams advance alike
-  (inputs in bfloat16 and float16 are scaled in float32 and rounded once, so they may differ
-  from flax's by one ulp). The ``rate`` may also be an array, traced under ``nnx.jit``.
+  A subclass of ``flax.nnx.Dropout`` that overrides its call, so everything in Flax that
+  selects modules by type (``model.set_attributes(nnx.Dropout, ...)``,
+  ``nnx.view(model, only=nnx.Dropout, ...)``, ``isinstance`` filters over ``nnx.iter_graph``)
+  treats it as Flax's dropout. Same constructor, attributes, call signature, mode switching
+  and rng use: for the same ``Rngs`` every output is bit-identical to Flax's in float32 and
+  the streams advance alike (inputs in bfloat16 and float16 are scaled in float32 and
+  rounded once, so they may differ from Flax's by an ulp or two). The same exceptions too
+  (``ValueError`` for a missing ``rngs`` or ``deterministic``, ``TypeError`` for ``rngs`` of
+  a wrong type), each message holding Flax's words and jdrop's fix.
+
+  One intended difference: a rate outside [0, 1] raises ``ValueError`` where Flax returns
+  zeros (rate > 1) or scales by ``1 / (1 - rate)`` (rate < 0) without a word. The ``rate``
+  may also be an array, traced under ``nnx.jit``.
 
   Args:
     rate: the drop probability in [0, 1] (*not* the keep probability).
@@ -187,6 +206,8 @@ class Dropout(_Broadcast):
     >>> ours = jdrop.nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
     >>> theirs = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
     >>> bool((ours(x) == theirs(x)).all()) and bool((ours(x) == theirs(x)).all())
+    True
+    >>> isinstance(ours, nnx.Dropout)
     True
     >>> ours.eval()
     >>> ours(jnp.ones(3))

@@ -10,8 +10,10 @@ dependency (``pip install "jdrop[testing]"``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +108,7 @@ def keys(
           "Use e.g. 'threefry2x32', 'rbg' or 'unsafe_rbg'.",
         ) from err
       strategies.append(
-        _key_words(shape).map(lambda data, impl=impl: jax.random.wrap_key_data(data, impl=impl))
+        _key_words(shape).map(functools.partial(jax.random.wrap_key_data, impl=impl))
       )
   if "raw" in kinds:
     strategies.append(_key_words(_key_data_shape("threefry2x32")).map(jnp.asarray))
@@ -184,9 +186,14 @@ def rates(
 # Arrays.
 
 
-def _numpy_width(dtype: np.dtype) -> int | None:
+def _numpy_width(dtype: np.dtype) -> Literal[16, 32, 64] | None:
   """The ``width`` Hypothesis's ``floats`` takes for ``dtype``, None if NumPy lacks it."""
-  return {np.dtype(np.float16): 16, np.dtype(np.float32): 32, np.dtype(np.float64): 64}.get(dtype)
+  widths: dict[np.dtype, Literal[16, 32, 64]] = {
+    np.dtype(np.float16): 16,
+    np.dtype(np.float32): 32,
+    np.dtype(np.float64): 64,
+  }
+  return widths.get(dtype)
 
 
 def _inward(bound: float, dtype: np.dtype, *, up: bool) -> float:
@@ -265,7 +272,7 @@ def _arrays(
     position = st.integers(0, array.size - 1)
     for index, value in draw(st.lists(st.tuples(position, st.sampled_from(edges)))):
       array.reshape(-1)[index] = value
-  if dtype == np.float64 and not jax.config.jax_enable_x64:
+  if dtype == np.float64 and not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
     raise errors.value_error(
       "jdrop.testing.float_arrays",
       "dtypes",

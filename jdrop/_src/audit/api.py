@@ -495,7 +495,7 @@ def audit(
   )
 
 
-def _estimate(pair: tuple[list[np.ndarray], list[np.ndarray]], out_tree: Any) -> Estimate:
+def _estimate(pair: _Pair, out_tree: Any) -> Estimate:
   return Estimate(jax.tree.unflatten(out_tree, pair[0]), jax.tree.unflatten(out_tree, pair[1]))
 
 
@@ -620,6 +620,9 @@ def _describe(closed: Any) -> str:
 # Monte Carlo
 
 
+_Pair = tuple[list[np.ndarray], list[np.ndarray]]  # per output leaf: means, standard errors
+
+
 class _Program:
   """The compiled Monte-Carlo estimates of one traced model.
 
@@ -630,7 +633,15 @@ class _Program:
   rounding of a different summation order). The mask axis is sharded over all devices.
   """
 
-  def __init__(self, graph, found, leaves, key, num_masks, chunk):
+  def __init__(
+    self,
+    graph: graphs.Graph,
+    found: list[finder.RawSite],
+    leaves: list[Any],
+    key: jax.Array,
+    num_masks: int,
+    chunk: int | None,
+  ) -> None:
     self.key, self.num_masks = key, num_masks
     self.count = len(found)
     devices = jax.devices()
@@ -645,18 +656,20 @@ class _Program:
     sharding = NamedSharding(mesh, PartitionSpec("masks"))
     reference = [jnp.asarray(v, jnp.float32) for v in self.eval]
 
-    def sample(key, switches, consts, args):
+    def sample(key: jax.Array, switches: jax.Array, consts: Any, args: Any) -> list[jax.Array]:
       leaves = interpret.run(graph, found, [key, *args], {}, consts=consts, switches=switches)
       return [jnp.asarray(v, jnp.float32) - e for v, e in zip(leaves, reference, strict=True)]
 
-    def step(key, start, switches, consts, args):
+    def step(
+      key: jax.Array, start: jax.Array, switches: jax.Array, consts: Any, args: Any
+    ) -> list[tuple[jax.Array, jax.Array]]:
       index = start + jnp.arange(self.chunk, dtype=jnp.uint32)
       index = jax.lax.with_sharding_constraint(index, sharding)
       keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
       outs = jax.vmap(sample, in_axes=(0, None, None, None))(keys, switches, consts, args)
       valid = index < self.num_masks
 
-      def moments(d):
+      def moments(d: jax.Array) -> tuple[jax.Array, jax.Array]:
         d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
         return jnp.sum(d, axis=0), jnp.sum(d * d, axis=0)
 
@@ -664,15 +677,15 @@ class _Program:
 
     self.step = jax.jit(step)
 
-  def _moments(self, switches: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    totals = None
-    switches = jnp.asarray(switches, jnp.int32)
+  def _moments(self, switches: np.ndarray) -> _Pair:
+    totals: list[tuple[np.ndarray, np.ndarray]] = []
+    on = jnp.asarray(switches, jnp.int32)
     for start in range(0, self.num_masks, self.chunk):
-      part = self.step(self.key, jnp.uint32(start), switches, self.consts, self.args)
-      part = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in part]
+      chunk = self.step(self.key, jnp.uint32(start), on, self.consts, self.args)
+      part = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in chunk]
       totals = (
         part
-        if totals is None
+        if not totals
         else [(a + c, b + d) for (a, b), (c, d) in zip(totals, part, strict=True)]
       )
     n = self.num_masks
@@ -683,7 +696,7 @@ class _Program:
       errs.append(np.sqrt(var / n))
     return means, errs
 
-  def estimates(self, index: int, movable: bool):
+  def estimates(self, index: int, movable: bool) -> tuple[_Pair, _Pair | None]:
     """``(bias, moved bias or None)`` of site ``index``, each ``(means, stderrs)``."""
     switches = np.zeros(self.count, np.int32)
     switches[index] = 1

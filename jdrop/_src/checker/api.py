@@ -22,6 +22,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -337,7 +338,13 @@ def _q(rate: float) -> arb:
 
 
 def _certify(
-  residual: np.ndarray, x: np.ndarray, rate: float, mask: np.ndarray | None, pre, post, f
+  residual: np.ndarray,
+  x: np.ndarray,
+  rate: float,
+  mask: np.ndarray | None,
+  pre: Any,
+  post: Any,
+  f: _Function,
 ) -> Counterexample | None:
   """A counterexample at the first position whose residual ball excludes 0."""
   for index, ball in enumerate(residual.ravel()):
@@ -389,8 +396,8 @@ def _expectation_witness(f: _Function, x: np.ndarray, rate: float, elementwise: 
       value = f(_dropout(xb, mask, q))
       if value is None:
         return None, None
-      kept = int(mask.sum())
-      mean = mean + value * (q**kept) * ((1 - q) ** (x.size - kept))
+      num_kept = int(mask.sum())
+      mean = mean + value * (q**num_kept) * ((1 - q) ** (x.size - num_kept))
   residual = balls.objects(mean - fx, x.shape)
   return _certify(residual, x, rate, None, mean, fx, f), residual
 
@@ -523,8 +530,9 @@ def _decide_pathwise(
       "exact piecewise-linear analysis",
       "f(t) = a max(t, 0) + b min(t, 0) exactly at every position, so f(m x / q) = m f(x) / q",
     )
-  if elementwise and _powers(poly) is not None and _powers(poly) <= {1}:
-    what = "f(t) = c t exactly at every position" if _powers(poly) else "f is identically 0"
+  powers = _powers(poly)
+  if elementwise and powers is not None and powers <= {1}:
+    what = "f(t) = c t exactly at every position" if powers else "f is identically 0"
     return Finding(
       "proved",
       _POLY_METHOD,
@@ -541,7 +549,7 @@ def _decide_pathwise(
   # A kept unit: f(x / q) must equal f(x) / q.
   masks = _search_masks(shape, elementwise)
 
-  def witness(x: np.ndarray, r: float):
+  def witness(x: np.ndarray, r: float) -> Iterator[Witness]:
     for mask in masks:
       yield _pathwise_witness(f, x, r, mask)
 
@@ -658,7 +666,8 @@ def _decide_expectation(
       "exact piecewise-linear analysis",
       "f(t) - f(0) = a max(t, 0) + b min(t, 0) exactly, so E f(D(x)) = f(x)",
     )
-  if elementwise and _powers(poly) is not None and _powers(poly) <= {0, 1}:
+  powers = _powers(poly)
+  if elementwise and powers is not None and powers <= {0, 1}:
     return Finding(
       "proved",
       _POLY_METHOD,
@@ -674,7 +683,7 @@ def _decide_expectation(
     )
   _start_search(f)
 
-  def witness(x: np.ndarray, r: float):
+  def witness(x: np.ndarray, r: float) -> Iterator[Witness]:
     yield _expectation_witness(f, x, r, elementwise)
 
   return _search(witness, pl, rate, shape, elementwise, reason, expectation=True)
@@ -697,7 +706,11 @@ def _zero_preserving(
 
 
 def check(
-  f: Any, *, rate: float | None = None, shape: Sequence[int] | None = None, float_level=True
+  f: Any,
+  *,
+  rate: float | None = None,
+  shape: Sequence[int] | None = None,
+  float_level: bool = True,
 ) -> Verdict:
   r"""Decides whether dropout before ``f`` and dropout after ``f`` agree.
 
@@ -823,9 +836,9 @@ def _guarded(
   engine: str,
   run: Callable[[], Any],
   fallback: Callable[[str], Any],
-  expected=(),
+  expected: type[BaseException] | tuple[type[BaseException], ...] = (),
   seconds: float = ENGINE_SECONDS,
-):
+) -> Any:
   """``run()`` within :data:`ENGINE_SECONDS`, or ``fallback(reason)`` when the engine fails
   or runs out of time: no function makes :func:`check` raise, or run for minutes; an engine
   that cannot handle it says so, naming the error."""
@@ -859,7 +872,9 @@ def _with_failure(finding: Finding, failure: str) -> Finding:
   return dataclasses.replace(finding, reason=reason)
 
 
-def _float_level(target: Target, shape: tuple[int, ...], rate: float | None, names: set[str]):
+def _float_level(
+  target: Target, shape: tuple[int, ...], rate: float | None, names: set[str]
+) -> Any:
   from jdrop._src.checker import floats
 
   callbacks = sorted(names & floats.CALLBACKS)

@@ -7,12 +7,15 @@ from typing import Any
 
 from jdrop._src import errors
 from jdrop._src.checker.api import check
+from jdrop._src.checker.verdict import Finding
 from jdrop._src.checker.verdict import Verdict
 
 MODES = ("pathwise", "expectation")
 
 
-def _verdict(fn: str, f: Any, rate: float | None, mode: str, shape: Sequence[int] | None):
+def _verdict(
+  fn: str, f: Any, rate: float | None, mode: str, shape: Sequence[int] | None
+) -> tuple[Verdict, Finding]:
   if mode not in MODES:
     raise errors.value_error(
       fn, "mode", "must be 'pathwise' or 'expectation'", mode, "Pass e.g. mode='pathwise'."

@@ -83,7 +83,7 @@ _PROGRESS_CALLS = 100  # with a progress callback, the loop is split into this m
 class _Totals(NamedTuple):
   """Running totals of one device (or, after the final merge, of all of them)."""
 
-  count: jax.Array  # int32: masks seen
+  seen: jax.Array  # int32: how many masks
   pre_mean: jax.Array
   pre_m2: jax.Array  # sum of squared deviations from the mean
   kept: jax.Array  # int32 per element: masks that kept it (post's sufficient statistic)
@@ -96,16 +96,16 @@ def _merge(a: _Totals, b: _Totals) -> _Totals:
 
   The mean and ``M2`` follow Chan et al.'s parallel update; an empty ``b`` is a no-op.
   """
-  count = a.count + b.count
-  fraction = (b.count / jnp.maximum(count, 1)).astype(a.pre_mean.dtype)
+  count = a.seen + b.seen
+  fraction = (b.seen / jnp.maximum(count, 1)).astype(a.pre_mean.dtype)
   delta = b.pre_mean - a.pre_mean
   mean = jnp.where(
     jnp.isfinite(delta),
     a.pre_mean + delta * fraction,
     a.pre_mean * (1 - fraction) + b.pre_mean * fraction,  # inf and finite: inf, not NaN
   )
-  m2 = a.pre_m2 + b.pre_m2 + delta * delta * (a.count.astype(mean.dtype) * fraction)
-  nonempty = b.count > 0
+  m2 = a.pre_m2 + b.pre_m2 + delta * delta * (a.seen.astype(mean.dtype) * fraction)
+  nonempty = b.seen > 0
   return _Totals(
     count,
     jnp.where(nonempty, mean, a.pre_mean),
@@ -152,7 +152,16 @@ def _program(
     kept = jnp.zeros((num_devices, *shape), jnp.int32)
     return _Totals(count, stat, stat, kept, count, jnp.zeros((num_devices,), acc))
 
-  def local_steps(totals, key_data, x, keep, num_masks, first_step, num_steps, rtol):
+  def local_steps(
+    totals: _Totals,
+    key_data: jax.Array,
+    x: jax.Array,
+    keep: jax.Array,
+    num_masks: jax.Array,
+    first_step: jax.Array,
+    num_steps: jax.Array,
+    rtol: jax.Array,
+  ) -> _Totals:
     # Inside shard_map: every leaf of ``totals`` has a leading axis of length 1.
     totals = jax.tree.map(lambda leaf: leaf[0], totals)
     key = jax.random.wrap_key_data(key_data, impl=impl)
@@ -369,7 +378,7 @@ def compare_orders(
       jax.block_until_ready(totals)
       progress(min(num_masks, (first + steps) * program.masks_per_step), num_masks)
   result = jax.tree.map(np.asarray, program.finish(totals))
-  count = int(result.count)
+  count = int(result.seen)
   fx_kept = _dropout.masked(reference, jnp.ones(x.shape, bool), masks.keep_probability(rate))
   return Comparison(
     pre=_moments(result.pre_mean, result.pre_m2, count, acc),

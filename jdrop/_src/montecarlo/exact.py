@@ -30,7 +30,7 @@ MAX_ENUMERATED_SIZE = 16  # exact_moments of a non-elementwise f sums over 2**16
 # Exact references.
 
 
-def _two_point(a: jax.Array, b: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _two_point(a: jax.Array, b: ArrayLike, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Mean and variance of a value that is ``a`` with probability ``keep``, else ``b``."""
   return keep * a + (1 - keep) * b, keep * (1 - keep) * jnp.square(a - b)
 
@@ -77,7 +77,12 @@ def exact_reference(
   # D(f(x)) is f(x)/q or 0 per element whatever f is: always two values.
   post = _two_point(_dropout.masked(fx, jnp.ones(x.shape, bool), keep).astype(acc), 0, keep_acc)
   if invalid is not None:  # a traced rate outside [0, 1]: NaN, never a plausible number
-    pre, post = ([jnp.where(invalid, jnp.nan, v) for v in pair] for pair in (pre, post))
+
+    def nan_if_invalid(value: jax.Array, invalid: jax.Array = invalid) -> jax.Array:
+      return jnp.where(invalid, jnp.nan, value)
+
+    pre = (nan_if_invalid(pre[0]), nan_if_invalid(pre[1]))
+    post = (nan_if_invalid(post[0]), nan_if_invalid(post[1]))
   zero = jnp.zeros(x.shape, acc)
   return Exact(pre=Moments(*pre, zero), post=Moments(*post, zero), reference=fx)
 

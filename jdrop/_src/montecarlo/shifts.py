@@ -36,7 +36,7 @@ _QUADRATURE_TOLERANCE = 1e-6  # gaussian_shift warns above this estimated relati
 
 
 def _mixture(
-  means: jax.Array, variances: jax.Array, weights: jax.Array
+  means: jax.Array, variances: jax.Array, weights: ArrayLike
 ) -> tuple[jax.Array, jax.Array]:
   """Mean and variance of a mixture over the last axis (law of total variance)."""
   mean = jnp.sum(weights * means, axis=-1)
@@ -45,7 +45,7 @@ def _mixture(
 
 
 def order_shifts(
-  pre: Moments, pre_weights: jax.Array, post: Moments, reference: jax.Array, weights: jax.Array
+  pre: Moments, pre_weights: ArrayLike, post: Moments, reference: jax.Array, weights: ArrayLike
 ) -> OrderShifts:
   """Train and eval statistics of mixtures over the last axis (eval: ``reference``)."""
   eval_mean, eval_var = _mixture(reference, jnp.zeros_like(reference), weights)
