@@ -72,7 +72,8 @@ def test_tiny_study_runs_end_to_end(results: dict, tmp_path: Path) -> None:
   for name in names:
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   text = training.section(results, names)
-  assert "| activation | rate | none | pre | post | pre − post [95% CI] |" in text
+  assert "| activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI |" in text
+  assert "Holm-adjusted over the family of all m = 2 comparisons" in text
   assert "| relu | 0.5 |" in text and "| tanh | 0.5 |" in text
   assert "bit-identical" in text and "![training-error.png](training-error.png)" in text
 
@@ -95,7 +96,8 @@ def test_pre_minus_post_is_the_per_seed_difference_of_the_runs(results: dict) ->
     d = error[(row["variant"], "pre", row["rate"])] - error[(row["variant"], "post", row["rate"])]
     half = scipy.stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
     expected = {"mean": d.mean(), "low": d.mean() - half, "high": d.mean() + half, "n": d.size}
-    assert row["pre_minus_post"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    interval = {key: row["pre_minus_post"][key] for key in expected}
+    assert interval == pytest.approx(expected, rel=1e-9, abs=1e-12)
     diffs[row["variant"]] = d
   assert not diffs["relu"].any()
   assert (diffs["tanh"] > 0).all()  # this run's tanh: post-activation dropout did better
@@ -105,8 +107,46 @@ def test_the_reports_answer_on_the_tiny_run_says_what_the_runs_say(results: dict
   # Both seeds of tanh end with a higher test error pre than post (the test above), and the
   # same difference for each, so the interval excludes 0 on the post side.
   text = report.answer({"training": results})
-  assert "excludes 0 at 95% for 1 of 2 (activation, rate) pairs" in text
+  assert "corrected for testing m = 2 comparisons (Holm, family-wise level 0.05)" in text
+  assert "significant for 1 of 2 (activation, rate) pairs" in text
   assert "pre-activation dropout is better for none and post-activation dropout for tanh" in text
+
+
+def _holm_by_hand(p: list[float]) -> list[float]:
+  """Holm's adjustment written out as in the paper: step down through the sorted p-values."""
+  m, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+  adjusted, running = [0.0] * m, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    adjusted[i] = running
+  return adjusted
+
+
+def test_the_json_holds_what_recomputes_every_p_value(results: dict) -> None:
+  """From the results JSON alone: per-seed errors give the raw p-values, and the raw p-values
+  give the Holm-adjusted ones and the verdicts."""
+  saved = json.loads(json.dumps(results))
+  runs = saved["runs"]
+  error = {(r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"]) for r in runs}
+  rows = saved["summary"]
+  assert saved["family"]["size"] == len(rows) == 2 and saved["family"]["method"] == "holm"
+  for row in rows:
+    d = error[(row["variant"], "pre", row["rate"])] - error[(row["variant"], "post", row["rate"])]
+    if d.std() > 0:  # scipy answers NaN for equal differences; the study's convention is tested
+      expected = scipy.stats.ttest_rel(
+        error[(row["variant"], "pre", row["rate"])], error[(row["variant"], "post", row["rate"])]
+      ).pvalue
+      assert row["pre_minus_post"]["p_t"] == pytest.approx(expected, rel=1e-9)
+  raw = [row["pre_minus_post"]["p_t"] for row in rows]
+  adjusted = [row["pre_minus_post"]["p_t_holm"] for row in rows]
+  assert adjusted == pytest.approx(_holm_by_hand(raw), abs=1e-15)
+  assert [row["pre_minus_post"]["significant"] for row in rows] == [p < 0.05 for p in adjusted]
+  flips = [row["pre_minus_post"]["p_sign_flip"] for row in rows]
+  assert [row["pre_minus_post"]["p_sign_flip_holm"] for row in rows] == pytest.approx(
+    _holm_by_hand(flips), abs=1e-15
+  )
+  # The check can fail: the by-hand Holm is not the identity (or Bonferroni) on a real family.
+  assert _holm_by_hand([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
 def test_vmapped_training_equals_a_single_jitted_run(results: dict) -> None:

@@ -534,16 +534,16 @@ def answer(results: dict) -> str:
     )
   if training:
     paired = _paired(training)
-    pre_better = _significant(paired, lambda p: p["high"] < 0)
-    post_better = _significant(paired, lambda p: p["low"] > 0)
+    pre_better = _significant(paired, lambda p: p["mean"] < 0)
+    post_better = _significant(paired, lambda p: p["mean"] > 0)
     count = sum(len(rates) for rates in (*pre_better.values(), *post_better.values()))
     parts.append(
       f" Which order trains better is then an empirical, activation-specific question: on"
       f" {training.get('data', {}).get('name', 'the data')} ({len(training.get('seeds', []))}"
-      f" seeds), the pre-minus-post difference in test error excludes 0 at 95% for {count} of"
-      f" {len(paired)} (activation, rate) pairs: pre-activation dropout is better for"
-      f" {_listing(pre_better)} and post-activation dropout for {_listing(post_better)};"
-      " elsewhere no difference was detected."
+      f" seeds), corrected for testing {_family(training)}, the pre-minus-post difference in"
+      f" test error is significant for {count} of {len(paired)} (activation, rate) pairs:"
+      f" pre-activation dropout is better for {_listing(pre_better)} and post-activation"
+      f" dropout for {_listing(post_better)}; elsewhere no difference was detected."
     )
     shifted = [a for a in pre_better if zero_keeping.get(a) is False and a not in post_better]
     default = (
@@ -568,13 +568,24 @@ def answer(results: dict) -> str:
   return "".join(parts)
 
 
-def _significant(paired: list[dict], test: Callable[[dict], bool]) -> dict[str, list[float]]:
-  """Activation -> the rates at which the pre-minus-post interval passes ``test``."""
+def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float]]:
+  """Activation -> the rates whose pre-minus-post comparison is significant after the
+  family's correction (Holm) and whose mean difference passes ``side``."""
   out: dict[str, list[float]] = {}
   for r in paired:
-    if test(r["pre_minus_post"]):
+    if r["pre_minus_post"].get("significant") and side(r["pre_minus_post"]):
       out.setdefault(r["variant"], []).append(r["rate"])
   return out
+
+
+def _family_size(training: dict) -> int:
+  return int((training.get("family") or {}).get("size", len(_paired(training))))
+
+
+def _family(training: dict) -> str:
+  """``"m = 27 comparisons (Holm, family-wise level 0.05)"``, from the results' family."""
+  alpha = (training.get("family") or {}).get("alpha", 0.05)
+  return f"m = {_family_size(training)} comparisons (Holm, family-wise level {alpha:g})"
 
 
 def _listing(found: dict[str, list[float]]) -> str:
@@ -595,16 +606,16 @@ def _relu_identical(training: dict | None) -> bool | None:
 
 def _training_answer(training: dict) -> str:
   paired = _paired(training)
-  lower = [r for r in paired if r["pre_minus_post"]["high"] < 0]
-  higher = [r for r in paired if r["pre_minus_post"]["low"] > 0]
+  found = [r for r in paired if r["pre_minus_post"].get("significant")]
+  lower = [r for r in found if r["pre_minus_post"]["mean"] < 0]
   data = training.get("data", {}).get("name", "the data")
   text = (
-    f"In training (an MLP on {data}, {len(training.get('seeds', []))} seeds per configuration)"
-    f" the pre-minus-post difference in test error excludes 0 at 95% for"
-    f" {len(lower) + len(higher)} of {len(paired)} (activation, rate) pairs: pre-activation"
-    f" dropout is better in {len(lower)}, post-activation dropout in {len(higher)}; so beyond"
-    " the homogeneous activations the order is a hyperparameter whose effect is measurable"
-    " but activation-specific"
+    f"In training (an MLP on {data}, {len(training.get('seeds', []))} seeds per configuration),"
+    f" corrected for testing {_family(training)}, the pre-minus-post difference in test error"
+    f" is significant for {len(found)} of {len(paired)} (activation, rate) pairs:"
+    f" pre-activation dropout is better in {len(lower)}, post-activation dropout in"
+    f" {len(found) - len(lower)}; so beyond the homogeneous activations the order is a"
+    " hyperparameter whose effect is measurable but activation-specific"
   )
   identical = _relu_identical(training)
   if identical is True:
@@ -740,13 +751,22 @@ def _sigmoid_headline(training: dict | None) -> str:
   rows = [r for r in _paired(training or {}) if r.get("variant") == "sigmoid"]
   if not rows:
     return "."
-  better = [r["rate"] for r in rows if r["pre_minus_post"]["high"] < 0]
-  worse = [r["rate"] for r in rows if r["pre_minus_post"]["low"] > 0]
+  found = [r for r in rows if r["pre_minus_post"].get("significant")]
+  better = [r["rate"] for r in found if r["pre_minus_post"]["mean"] < 0]
+  worse = [r["rate"] for r in found if r["pre_minus_post"]["mean"] > 0]
   if better and not worse:
-    return f"; measured here, pre-activation dropout did train better (rates {better})."
+    return (
+      f"; measured here, pre-activation dropout did train better (rates {better}, significant"
+      " after Holm's correction)."
+    )
   if worse and not better:
-    return f"; measured here, pre-activation dropout trained worse (rates {worse})."
-  return "; measured here, the order made no consistent difference for sigmoid."
+    return (
+      f"; measured here, pre-activation dropout trained worse (rates {worse}, significant"
+      " after Holm's correction)."
+    )
+  return (
+    "; measured here, the order made no difference for sigmoid that survives Holm's correction."
+  )
 
 
 def _training_claim(training: dict | None, activation: str) -> str:
@@ -758,11 +778,15 @@ def _training_claim(training: dict | None, activation: str) -> str:
   parts = []
   for r in rows:
     p = r["pre_minus_post"]
+    adjusted = f", Holm-adjusted p = {p['p_t_holm']:.2g}" if "p_t_holm" in p else ""
     parts.append(
       f"rate {r['rate']}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
-      f" {100 * p['high']:+.2f}]"
+      f" {100 * p['high']:+.2f}]{adjusted}"
     )
-  return f" In training, test error pre minus post: {'; '.join(parts)} (95% intervals)."
+  return (
+    f" In training, test error pre minus post: {'; '.join(parts)} (95% intervals; Holm over"
+    f" the family of {_family_size(training)} comparisons)."
+  )
 
 
 def render(results: dict, sections: dict[str, str], meta: dict[str, Any]) -> str:

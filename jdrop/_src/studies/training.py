@@ -54,7 +54,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import scipy.stats
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -63,6 +62,7 @@ from jdrop._src import dropout as _dropout
 from jdrop._src import errors
 from jdrop._src import masks
 from jdrop._src.studies import data as _data
+from jdrop._src.studies import stats as _stats
 
 _FN = "jdrop.studies.training"
 
@@ -79,7 +79,7 @@ VARIANTS: dict[str, tuple[str, bool]] = {
   "selu_alpha": ("selu", True),
 }
 ORDERS = ("none", "pre", "post")
-LEVEL = 0.95  # the confidence level of every interval the study reports
+LEVEL = _stats.LEVEL  # the confidence level of every per-comparison interval
 LOSS_TAIL = 0.1  # the reported training loss is the mean over this final fraction of steps
 
 
@@ -285,64 +285,9 @@ def study_program(variant: str, config: Config, num_classes: int) -> Callable[..
   return jax.jit(over_runs, compiler_options=compiler_options())
 
 
-# ----------------------------------------------------------------------------
-# Statistics.
-
-
-class Interval(NamedTuple):
-  """A mean and its two-sided t-interval at ``level``."""
-
-  mean: float
-  low: float
-  high: float
-  n: int
-
-  def as_dict(self) -> dict[str, float | int]:
-    return self._asdict()
-
-
-def t_interval(values: ArrayLike, *, level: float = LEVEL) -> Interval:
-  r"""The mean of ``values`` with its Student-t confidence interval.
-
-  .. math::
-     \bar v \pm t_{(1+\text{level})/2,\, n-1}\, \frac{s}{\sqrt n},
-
-  with :math:`s` the sample standard deviation (``ddof=1``), the quantile from
-  ``scipy.stats.t``. Assumes independent values, roughly normal or many: the seeds of a
-  study, or their paired differences.
-
-  Args:
-    values: a 1-D array of at least 2 finite numbers.
-    level: the confidence level, in (0, 1).
-
-  Returns:
-    ``Interval(mean, low, high, n)``.
-
-  Example:
-    >>> iv = t_interval([1.0, 2.0, 3.0])   # mean 2, s/sqrt(3) = 0.577, t(0.975, 2) = 4.303
-    >>> iv.mean, round(iv.low, 4), round(iv.high, 4), iv.n
-    (2.0, -0.4841, 4.4841, 3)
-  """
-  fn = f"{_FN}.t_interval"
-  if not 0.0 < level < 1.0:
-    raise errors.value_error(fn, "level", "must lie in (0, 1)", level, "Use e.g. level=0.95.")
-  v = np.asarray(values, dtype=np.float64)
-  if v.ndim != 1 or v.size < 2:
-    raise errors.value_error(
-      fn,
-      "values",
-      "must be a 1-D array of at least 2 numbers",
-      errors.Described(f"shape {v.shape}"),
-      "Pass one value per seed, from at least 2 seeds.",
-    )
-  if not np.isfinite(v).all():
-    raise errors.value_error(
-      fn, "values", "must be finite", errors.short(values), "Drop or fix the NaN or inf values."
-    )
-  n = int(v.size)
-  mean = float(v.mean())
-  half = float(scipy.stats.t.ppf((1.0 + level) / 2.0, n - 1) * v.std(ddof=1) / np.sqrt(n))
-  return Interval(mean, mean - half, mean + half, n)
+# The statistics live in studies/stats.py; these names stay here for the study's users.
+Interval = _stats.Interval
+t_interval = _stats.t_interval
 
 
 # ----------------------------------------------------------------------------
@@ -471,13 +416,15 @@ def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] |
     identity.extend(_identity(variant, out.params, plan))
     if progress is not None:
       progress(done, len(config.variants), variant)
+  summary = summarize(records)
   return {
     "study": "training",
     "config": dataclasses.asdict(config),
     "data": data.describe(),
     "seeds": seeds,
     "runs": records,
-    "summary": summarize(records),
+    "summary": summary,
+    "family": family(summary),
     "identity": identity,
     "timing": {
       "wall_s": time.perf_counter() - start,
@@ -510,16 +457,22 @@ def _identity(variant: str, params: Any, plan: Sequence[tuple[str, float]]) -> l
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Per variant and rate: intervals of the test error of none, pre and post, and of pre - post.
+  """Per variant and rate: intervals of the test error of none, pre and post, and the paired
+  comparison of pre - post.
 
-  ``records`` are the ``runs`` of :func:`run`; seeds are paired by position.
+  ``records`` are the ``runs`` of :func:`run`; seeds are paired by position. ``pre_minus_post``
+  holds the mean difference with its t-interval, ``dz``, the raw p-values of the paired t-test
+  and of the sign-flip permutation test, their Holm adjustments over every row (the family),
+  ``significant`` (the adjusted t-test below :data:`jdrop._src.studies.stats.ALPHA`) and the
+  family-wise (Bonferroni) interval: see :func:`jdrop._src.studies.stats.adjust`.
   """
   by_key = {(r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"]) for r in records}
-  rows = []
+  rows, differences = [], []
   for (variant, order, rate), pre in by_key.items():
     if order != "pre":
       continue
     none, post = by_key[(variant, "none", 0.0)], by_key[(variant, "post", rate)]
+    differences.append(pre - post)
     rows.append(
       {
         "variant": variant,
@@ -527,10 +480,22 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         "none": t_interval(none).as_dict(),
         "pre": t_interval(pre).as_dict(),
         "post": t_interval(post).as_dict(),
-        "pre_minus_post": t_interval(pre - post).as_dict(),
+        "pre_minus_post": _stats.paired(pre - post),
       }
     )
+  _stats.adjust([row["pre_minus_post"] for row in rows], differences)
   return rows
+
+
+def family(summary: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """How the study's conclusions are corrected: the family's size, test and level."""
+  return {
+    "size": len(summary),
+    "alpha": _stats.ALPHA,
+    "method": "holm",
+    "test": "paired t-test of the per-seed pre - post test error",
+    "check": "sign-flip permutation test (exact up to 16 seeds)",
+  }
 
 
 def metadata() -> dict[str, Any]:
@@ -671,40 +636,65 @@ def section(results: dict[str, Any], figures: Sequence[str]) -> str:
     f" ({data['train']} training and {data['test']} test examples), {len(seeds)} seeds"
     f" ({seeds[0]}..{seeds[-1]}) per configuration. A seed fixes the initial parameters, the"
     " minibatch order and the dropout masks, the same for every order, so pre and post are"
-    f" paired. Test error in %, mean over seeds with its {LEVEL:.0%} t-interval; the last"
-    " column is the mean of the per-seed differences pre - post (percentage points) with its"
-    f" paired interval. All {timing['models']} models trained in {timing['programs']} compiled"
+    f" paired. Test error in %, mean over seeds with its {LEVEL:.0%} t-interval; pre − post is"
+    " the mean of the per-seed differences (percentage points) with its paired interval and its"
+    f" family-wise interval (Bonferroni, level 1 − {_stats.ALPHA:g}/m), then the two-sided"
+    " p-values of the paired t-test and of the sign-flip permutation test, raw and"
+    f" Holm-adjusted over the family of all m = {len(results['summary'])} comparisons."
+    f" All {timing['models']} models trained in {timing['programs']} compiled"
     f" programs (one per variant, seeds, orders and rates vmapped) in {timing['wall_s']:.0f} s.",
     "",
-    "| activation | rate | none | pre | post | pre − post [95% CI] |",
-    "|---|---|---|---|---|---|",
+    "| activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI | p (t)"
+    " | p (t, Holm) | p (sign-flip) | p (sign-flip, Holm) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for row in results["summary"]:
+    d = row["pre_minus_post"]
     lines.append(
       f"| {_label(row['variant'])} | {row['rate']:g} | {_pct(row['none'])} | {_pct(row['pre'])}"
-      f" | {_pct(row['post'])} | {_pct(row['pre_minus_post'], signed=True)} |"
+      f" | {_pct(row['post'])} | {_pct(d, signed=True)}"
+      f" | [{d['family_low'] * 100:+.2f}, {d['family_high'] * 100:+.2f}]"
+      f" | {_p(d['p_t'])} | {_p(d['p_t_holm'])}{' *' if d['significant'] else ''}"
+      f" | {_p(d['p_sign_flip'])} | {_p(d['p_sign_flip_holm'])} |"
     )
-  lines += ["", _identity_sentence(results["identity"]), ""]
-  separated = [
-    row
-    for row in results["summary"]
-    if row["pre_minus_post"]["low"] > 0 or row["pre_minus_post"]["high"] < 0
-  ]
-  if separated:
-    cells = ", ".join(
-      f"{_label(r['variant'])} at {r['rate']:g} ({r['pre_minus_post']['mean'] * 100:+.2f})"
-      for r in separated
-    )
-    chance = (1 - LEVEL) * len(results["summary"])
-    lines += [
-      f"Intervals of pre − post that exclude 0: {cells} (of {len(results['summary'])}"
-      f" intervals, about {chance:.1f} would by chance if the order never mattered).",
-      "",
-    ]
-  else:
-    lines += ["No interval of pre − post excludes 0.", ""]
+  lines += ["", _identity_sentence(results["identity"]), "", _findings(results), ""]
   lines += [f"![{name}]({name})" for name in figures]
   return "\n".join(lines).rstrip() + "\n"
+
+
+def _p(value: float) -> str:
+  return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
+
+
+def _findings(results: dict[str, Any]) -> str:
+  """The corrected conclusion of the table, and what chance alone would give uncorrected."""
+  summary, alpha = results["summary"], _stats.ALPHA
+  m = len(summary)
+  found = [row for row in summary if row["pre_minus_post"]["significant"]]
+  raw = sum(row["pre_minus_post"]["p_t"] < alpha for row in summary)
+  text = (
+    f"Corrected for the m = {m} comparisons (Holm, family-wise level {alpha:g}; * in the table): "
+  )
+  if found:
+    text += "the order made a difference for " + ", ".join(
+      f"{_label(r['variant'])} at {r['rate']:g} ({r['pre_minus_post']['mean'] * 100:+.2f},"
+      f" {'pre' if r['pre_minus_post']['mean'] < 0 else 'post'} better)"
+      for r in found
+    )
+  else:
+    text += "no comparison shows a difference between the orders"
+  text += (
+    f". Uncorrected, {raw} of the {m} t-tests have p < {alpha:g}, where about {alpha * m:.1f}"
+    " would by chance if the order never mattered."
+  )
+  seeds = len(results["seeds"])
+  if seeds <= _stats.MAX_EXACT and 2.0 ** (1 - seeds) * m >= alpha:
+    text += (
+      f" With {seeds} seeds the sign-flip test's smallest p-value is 2/2^{seeds} ="
+      f" {2.0 ** (1 - seeds):.2g}, so after Holm over {m} tests it cannot reject anything: here"
+      " it only checks the t-test's normality assumption (their raw p-values should agree)."
+    )
+  return text
 
 
 def _identity_sentence(identity: Sequence[dict[str, Any]]) -> str:
