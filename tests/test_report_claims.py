@@ -111,6 +111,62 @@ def test_answer_counts_only_what_survives_the_correction():
   assert "significant for 1 of 3" in report._training_answer(corrected)
 
 
+def two_tasks(*cells: tuple[str, float, float, float]) -> dict:
+  """Training on digits and MNIST-1D: cells (variant, rate, digits mean, MNIST-1D mean) with
+  the Holm-adjusted p-value 0.001 where the mean is not 0, else 1."""
+  from jdrop._src.studies import training as study
+
+  summary = []
+  for variant, rate, *means in cells:
+    for task, mean in zip(("digits", "mnist1d"), means, strict=True):
+      p = 0.001 if mean else 1.0
+      d = {"mean": mean, "low": mean, "high": mean, "n": 4, "p_t": p / 8, "p_t_holm": p}
+      summary.append(
+        {
+          "task": task,
+          "variant": variant,
+          "rate": rate,
+          "pre_minus_post": dict(d, significant=p < 0.05),
+        }
+      )
+  return {
+    "tasks": ["digits", "mnist1d"],
+    "data": {"digits": {"name": "digits"}, "mnist1d": {"name": "MNIST-1D"}},
+    "seeds": [0, 1, 2, 3],
+    "summary": summary,
+    "family": {"size": len(summary), "alpha": 0.05},
+    "replication": study.replication(summary),
+    "identity": [{"variant": "relu", "rate": 0.5, "bit_identical": True}],
+  }
+
+
+def test_answer_names_what_replicates_across_tasks():
+  # sigmoid: pre better on both tasks; tanh: post better on digits only; gelu: opposite signs;
+  # relu: nothing anywhere.
+  results = two_tasks(
+    ("sigmoid", 0.5, -0.02, -0.03),
+    ("tanh", 0.5, 0.01, 0.0),
+    ("gelu", 0.5, 0.01, -0.01),
+    ("relu", 0.5, 0.0, 0.0),
+  )
+  text = report.answer({"commutation": COMMUTATION, "training": results})
+  assert "On 2 tasks (digits, MNIST-1D; 4 seeds each)" in text
+  assert "corrected for testing m = 8 comparisons" in text
+  assert "significant for 5 of 8 (task, activation, rate) comparisons" in text
+  assert "The order matters on every task for sigmoid (rate 0.5: pre better)" in text
+  assert (
+    "on some tasks only for tanh (rate 0.5: post better), gelu (rate 0.5: opposite signs)" in text
+  )
+  assert "on none for relu." in text
+  assert "for activations with f(0) != 0 (sigmoid here)" in text
+  assert "pre-activation dropout trained better on every task" in text
+  # The check can fail: sigmoid pre better on one task only is not "every task".
+  once = two_tasks(("sigmoid", 0.5, -0.02, 0.0), ("relu", 0.5, 0.0, 0.0))
+  text = report.answer({"commutation": COMMUTATION, "training": once})
+  assert "every task for none; on some tasks only for sigmoid (rate 0.5: pre better)" in text
+  assert "f(0) != 0" not in text
+
+
 def test_answer_counts_the_checkers_verdicts():
   text = report.answer({"commutation": COMMUTATION, "training": KNOWN})
   assert "of the 5 activations checked, the checker proves both orders identical" in text

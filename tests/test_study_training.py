@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -26,7 +27,13 @@ from jdrop._src.studies import training
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dataclasses.replace(
-  training.DEFAULT, variants=("relu", "tanh"), rates=(0.5,), seeds=2, hidden=(8,), steps=6
+  training.DEFAULT,
+  variants=("relu", "tanh"),
+  rates=(0.5,),
+  seeds=2,
+  hidden=(8,),
+  steps=6,
+  tasks=("digits",),
 )
 
 
@@ -34,7 +41,7 @@ TINY = dataclasses.replace(
 def results() -> dict:
   calls = []
   out = training.run(TINY, progress=lambda *args: calls.append(args))
-  assert calls == [(1, 2, "relu"), (2, 2, "tanh")]
+  assert calls == [(1, 2, "digits/relu"), (2, 2, "digits/tanh")]
   return out
 
 
@@ -46,12 +53,9 @@ def test_tiny_study_runs_end_to_end(results: dict, tmp_path: Path) -> None:
   json.dumps(results)  # JSON-serialisable
   assert results["seeds"] == [0, 1]
   assert results["data"] == {
-    "name": "digits",
-    "train": 1347,
-    "test": 450,
-    "features": 64,
-    "classes": 10,
+    "digits": {"name": "digits", "train": 1347, "test": 450, "features": 64, "classes": 10}
   }
+  assert results["tasks"] == ["digits"]
   assert {(r["variant"], r["order"], r["rate"]) for r in results["runs"]} == {
     (v, o, r) for v in ("relu", "tanh") for o, r in (("none", 0.0), ("pre", 0.5), ("post", 0.5))
   }
@@ -74,7 +78,8 @@ def test_tiny_study_runs_end_to_end(results: dict, tmp_path: Path) -> None:
   text = training.section(results, names)
   assert "| activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI |" in text
   assert "Holm-adjusted over the family of all m = 2 comparisons" in text
-  assert "| relu | 0.5 |" in text and "| tanh | 0.5 |" in text
+  assert "| digits | relu | 0.5 |" in text and "| digits | tanh | 0.5 |" in text
+  assert "replicate" not in text  # one task: no replication table
   assert "bit-identical" in text and "![training-error.png](training-error.png)" in text
 
 
@@ -186,6 +191,62 @@ def test_run_rejects_bad_configs() -> None:
     training.run(dataclasses.replace(TINY, seeds=1))
   with pytest.raises(ValueError, match=r"`config.batch_size` must be at most"):
     training.run(dataclasses.replace(TINY, batch_size=10_000))
+  with pytest.raises(ValueError, match=r"`config.tasks` must be a non-empty tuple of distinct"):
+    training.run(dataclasses.replace(TINY, tasks=("cifar",)))
+  with pytest.raises(ValueError, match=r"`config.tasks` must hold \"npz\" exactly when"):
+    training.run(dataclasses.replace(TINY, tasks=("npz",)))
+
+
+def _row(task: str, variant: str, mean: float, p_holm: float) -> dict:
+  d = {"mean": mean, "p_t_holm": p_holm, "significant": p_holm < 0.05}
+  return {"task": task, "variant": variant, "rate": 0.5, "pre_minus_post": d}
+
+
+@pytest.mark.parametrize(
+  ("digits", "mnist1d", "agree", "verdict"),
+  [
+    ((-0.01, 0.01), (-0.02, 0.001), True, "everywhere"),  # pre better on both, significant
+    ((-0.01, 0.01), (-0.02, 0.3), True, "somewhere"),  # same sign, significant on one only
+    ((-0.01, 0.01), (0.02, 0.001), False, "somewhere"),  # significant on both, opposite signs
+    ((-0.01, 0.3), (0.02, 0.4), False, "nowhere"),
+    ((0.0, 1.0), (0.0, 1.0), False, "nowhere"),  # relu: every difference 0
+  ],
+)
+def test_replication_verdicts_from_known_signs(digits, mnist1d, agree, verdict) -> None:
+  summary = [_row("digits", "tanh", *digits), _row("mnist1d", "tanh", *mnist1d)]
+  (row,) = training.replication(summary)
+  assert (row["signs_agree"], row["verdict"]) == (agree, verdict)
+  assert row["significant_in"] == [
+    t for t, c in (("digits", digits), ("mnist1d", mnist1d)) if c[1] < 0.05
+  ]
+
+
+def test_load_mnist1d_offline_fixed_and_leaves_numpy_alone() -> None:
+  import socket
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("load_mnist1d tried to open a network connection")
+
+  # The legacy global generators are what make_dataset uses: check that they are restored.
+  np.random.seed(7)  # noqa: NPY002
+  random.seed(7)
+  expected_next = np.random.rand(), random.random()  # noqa: NPY002
+  np.random.seed(7)  # noqa: NPY002
+  random.seed(7)
+  original = socket.socket.connect
+  socket.socket.connect = refuse
+  try:
+    d = data.load_mnist1d()
+  finally:
+    socket.socket.connect = original
+  assert (np.random.rand(), random.random()) == expected_next  # noqa: NPY002
+  assert d.x_train.shape == (4000, 40) and d.x_test.shape == (1000, 40) and d.num_classes == 10
+  assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32 and d.name == "MNIST-1D"
+  assert 80 <= np.bincount(d.y_test, minlength=10).min()  # about 100 test signals per class
+  np.testing.assert_array_equal(d.y_test, data.load_mnist1d().y_test)
+  assert not np.array_equal(d.y_test, data.load_mnist1d(seed=1).y_test)
+  with pytest.raises(ValueError, match=r"load_mnist1d: `seed` must be a non-negative int"):
+    data.load_mnist1d(seed=-1)
 
 
 # ----------------------------------------------------------------------------
