@@ -261,3 +261,13 @@ def test_claims_sigmoid_headline_follows_the_sign(sigmoid, headline):
   assert "In training, test error pre minus post: rate 0.3: " in line and interval in line
   holm = sigmoid["pre_minus_post"]["p_t_holm"]
   assert f"Holm-adjusted p = {holm:.2g}" in line and "family of 1 comparisons" in line
+
+
+def test_claims_sigmoid_headline_when_tasks_disagree():
+  # The default report's own case: pre better on digits, post better on MNIST-1D, both
+  # significant; reading it as "no difference" would be wrong.
+  results = two_tasks(("sigmoid", 0.3, -0.016, 0.015))
+  line = verdict_of(claims(train=results), "I'd probably put dropout before sigmoid")
+  assert "the order mattered in opposite directions: pre-activation dropout trained better" in line
+  assert "no difference for sigmoid" not in line
+  assert "digits, rate 0.3: -1.60 points" in line and "MNIST-1D, rate 0.3: +1.50 points" in line
