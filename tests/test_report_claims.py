@@ -36,12 +36,26 @@ COMMUTATION = {
 }
 
 
-def paired(variant: str, rate: float, low: float, high: float) -> dict:
+def paired(
+  variant: str, rate: float, low: float, high: float, *, p_holm: float | None = None
+) -> dict:
+  """A comparison whose 95% interval is [low, high]; its raw p-value is below 0.05 iff the
+  interval excludes 0, and its Holm-adjusted one is ``p_holm`` (default: 4 times the raw)."""
   mean = (low + high) / 2
+  p_raw = 0.001 if low > 0 or high < 0 else 0.5
+  p_holm = min(1.0, 4 * p_raw) if p_holm is None else p_holm
   return {
     "variant": variant,
     "rate": rate,
-    "pre_minus_post": {"mean": mean, "low": low, "high": high, "n": 4},
+    "pre_minus_post": {
+      "mean": mean,
+      "low": low,
+      "high": high,
+      "n": 4,
+      "p_t": p_raw,
+      "p_t_holm": p_holm,
+      "significant": p_holm < 0.05,
+    },
   }
 
 
@@ -50,6 +64,7 @@ def training(*rows: dict, relu_identical: bool = True) -> dict:
     "data": {"name": "digits"},
     "seeds": [0, 1, 2, 3],
     "summary": list(rows),
+    "family": {"size": len(rows), "alpha": 0.05},
     "identity": [{"variant": "relu", "rate": 0.5, "bit_identical": relu_identical}],
   }
 
@@ -66,13 +81,89 @@ KNOWN = training(
 
 def test_answer_sorts_each_pair_by_the_side_of_zero_its_interval_is_on():
   text = report.answer({"commutation": COMMUTATION, "training": KNOWN})
-  assert "excludes 0 at 95% for 3 of 4 (activation, rate) pairs" in text
+  assert (
+    "corrected for testing m = 4 comparisons (Holm, family-wise level 0.05), the"
+    " pre-minus-post difference in test error is significant for 3 of 4 (activation, rate)"
+    " pairs" in text
+  )
   assert (
     "pre-activation dropout is better for tanh (rate 0.3, 0.5) and post-activation dropout"
     " for sigmoid (rate 0.3); elsewhere" in text
   )
   assert "on digits (4 seeds)" in text
   # sigmoid (f(0) != 0) trained better *post* here: no advice to tune its order.
+  assert "f(0) != 0" not in text
+
+
+def test_answer_counts_only_what_survives_the_correction():
+  # tanh at 0.3: the 95% interval excludes 0 (raw p < 0.05) but Holm's p does not: not named.
+  corrected = training(
+    paired("tanh", 0.3, -0.04, -0.01, p_holm=0.2),
+    paired("tanh", 0.5, -0.05, -0.02),
+    paired("gelu", 0.1, -0.01, 0.02),
+  )
+  text = report.answer({"commutation": COMMUTATION, "training": corrected})
+  assert "m = 3 comparisons" in text and "significant for 1 of 3 (activation, rate)" in text
+  assert "pre-activation dropout is better for tanh (rate 0.5) and post" in text
+  # The check can fail: reading the raw intervals instead would name rate 0.3 as well.
+  assert "tanh (rate 0.3, 0.5)" not in text
+  assert "post-activation dropout in 0" in report._training_answer(corrected)
+  assert "significant for 1 of 3" in report._training_answer(corrected)
+
+
+def two_tasks(*cells: tuple[str, float, float, float]) -> dict:
+  """Training on digits and MNIST-1D: cells (variant, rate, digits mean, MNIST-1D mean) with
+  the Holm-adjusted p-value 0.001 where the mean is not 0, else 1."""
+  from jdrop._src.studies import training as study
+
+  summary = []
+  for variant, rate, *means in cells:
+    for task, mean in zip(("digits", "mnist1d"), means, strict=True):
+      p = 0.001 if mean else 1.0
+      d = {"mean": mean, "low": mean, "high": mean, "n": 4, "p_t": p / 8, "p_t_holm": p}
+      summary.append(
+        {
+          "task": task,
+          "variant": variant,
+          "rate": rate,
+          "pre_minus_post": dict(d, significant=p < 0.05),
+        }
+      )
+  return {
+    "tasks": ["digits", "mnist1d"],
+    "data": {"digits": {"name": "digits"}, "mnist1d": {"name": "MNIST-1D"}},
+    "seeds": [0, 1, 2, 3],
+    "summary": summary,
+    "family": {"size": len(summary), "alpha": 0.05},
+    "replication": study.replication(summary),
+    "identity": [{"variant": "relu", "rate": 0.5, "bit_identical": True}],
+  }
+
+
+def test_answer_names_what_replicates_across_tasks():
+  # sigmoid: pre better on both tasks; tanh: post better on digits only; gelu: opposite signs;
+  # relu: nothing anywhere.
+  results = two_tasks(
+    ("sigmoid", 0.5, -0.02, -0.03),
+    ("tanh", 0.5, 0.01, 0.0),
+    ("gelu", 0.5, 0.01, -0.01),
+    ("relu", 0.5, 0.0, 0.0),
+  )
+  text = report.answer({"commutation": COMMUTATION, "training": results})
+  assert "On 2 tasks (digits, MNIST-1D; 4 seeds each)" in text
+  assert "corrected for testing m = 8 comparisons" in text
+  assert "significant for 5 of 8 (task, activation, rate) comparisons" in text
+  assert "The order matters on every task for sigmoid (rate 0.5: pre better)" in text
+  assert (
+    "on some tasks only for tanh (rate 0.5: post better), gelu (rate 0.5: opposite signs)" in text
+  )
+  assert "on none for relu." in text
+  assert "for activations with f(0) != 0 (sigmoid here)" in text
+  assert "pre-activation dropout trained better on every task" in text
+  # The check can fail: sigmoid pre better on one task only is not "every task".
+  once = two_tasks(("sigmoid", 0.5, -0.02, 0.0), ("relu", 0.5, 0.0, 0.0))
+  text = report.answer({"commutation": COMMUTATION, "training": once})
+  assert "every task for none; on some tasks only for sigmoid (rate 0.5: pre better)" in text
   assert "f(0) != 0" not in text
 
 
@@ -106,7 +197,8 @@ def test_answer_without_training_recommends_post():
 
 def test_training_answer_counts_each_side():
   text = report._training_answer(KNOWN)
-  assert "excludes 0 at 95% for 3 of 4 (activation, rate) pairs" in text
+  assert "corrected for testing m = 4 comparisons (Holm" in text
+  assert "significant for 3 of 4 (activation, rate) pairs" in text
   assert "pre-activation dropout is better in 2, post-activation dropout in 1" in text
   assert "For relu the two orders train to bit-identical parameters." in text
   broken = report._training_answer(training(relu_identical=False))
@@ -151,11 +243,15 @@ def test_claims_zero_to_zero_is_the_wrong_reason():
 @pytest.mark.parametrize(
   ("sigmoid", "headline"),
   [
-    (paired("sigmoid", 0.3, -0.04, -0.01), "pre-activation dropout did train better (rates [0.3])"),
-    (paired("sigmoid", 0.3, 0.01, 0.04), "pre-activation dropout trained worse (rates [0.3])"),
-    (paired("sigmoid", 0.3, -0.01, 0.04), "the order made no consistent difference for sigmoid"),
+    (paired("sigmoid", 0.3, -0.04, -0.01), "did train better (rates [0.3], significant after Holm"),
+    (paired("sigmoid", 0.3, 0.01, 0.04), "trained worse (rates [0.3], significant after Holm"),
+    (paired("sigmoid", 0.3, -0.01, 0.04), "no difference for sigmoid that survives Holm"),
+    (
+      paired("sigmoid", 0.3, -0.04, -0.01, p_holm=0.3),
+      "no difference for sigmoid that survives Holm",
+    ),
   ],
-  ids=["pre-better", "post-better", "neither"],
+  ids=["pre-better", "post-better", "neither", "raw-only"],
 )
 def test_claims_sigmoid_headline_follows_the_sign(sigmoid, headline):
   line = verdict_of(claims(train=training(sigmoid)), "I'd probably put dropout before sigmoid")
@@ -163,3 +259,15 @@ def test_claims_sigmoid_headline_follows_the_sign(sigmoid, headline):
   low, high = sigmoid["pre_minus_post"]["low"], sigmoid["pre_minus_post"]["high"]
   interval = f"[{100 * low:+.2f}, {100 * high:+.2f}]"
   assert "In training, test error pre minus post: rate 0.3: " in line and interval in line
+  holm = sigmoid["pre_minus_post"]["p_t_holm"]
+  assert f"Holm-adjusted p = {holm:.2g}" in line and "family of 1 comparisons" in line
+
+
+def test_claims_sigmoid_headline_when_tasks_disagree():
+  # The default report's own case: pre better on digits, post better on MNIST-1D, both
+  # significant; reading it as "no difference" would be wrong.
+  results = two_tasks(("sigmoid", 0.3, -0.016, 0.015))
+  line = verdict_of(claims(train=results), "I'd probably put dropout before sigmoid")
+  assert "the order mattered in opposite directions: pre-activation dropout trained better" in line
+  assert "no difference for sigmoid" not in line
+  assert "digits, rate 0.3: -1.60 points" in line and "MNIST-1D, rate 0.3: +1.50 points" in line

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -26,7 +27,13 @@ from jdrop._src.studies import training
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dataclasses.replace(
-  training.DEFAULT, variants=("relu", "tanh"), rates=(0.5,), seeds=2, hidden=(8,), steps=6
+  training.DEFAULT,
+  variants=("relu", "tanh"),
+  rates=(0.5,),
+  seeds=2,
+  hidden=(8,),
+  steps=6,
+  tasks=("digits",),
 )
 
 
@@ -34,7 +41,7 @@ TINY = dataclasses.replace(
 def results() -> dict:
   calls = []
   out = training.run(TINY, progress=lambda *args: calls.append(args))
-  assert calls == [(1, 2, "relu"), (2, 2, "tanh")]
+  assert calls == [(1, 2, "digits/relu"), (2, 2, "digits/tanh")]
   return out
 
 
@@ -46,12 +53,9 @@ def test_tiny_study_runs_end_to_end(results: dict, tmp_path: Path) -> None:
   json.dumps(results)  # JSON-serialisable
   assert results["seeds"] == [0, 1]
   assert results["data"] == {
-    "name": "digits",
-    "train": 1347,
-    "test": 450,
-    "features": 64,
-    "classes": 10,
+    "digits": {"name": "digits", "train": 1347, "test": 450, "features": 64, "classes": 10}
   }
+  assert results["tasks"] == ["digits"]
   assert {(r["variant"], r["order"], r["rate"]) for r in results["runs"]} == {
     (v, o, r) for v in ("relu", "tanh") for o, r in (("none", 0.0), ("pre", 0.5), ("post", 0.5))
   }
@@ -72,8 +76,10 @@ def test_tiny_study_runs_end_to_end(results: dict, tmp_path: Path) -> None:
   for name in names:
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   text = training.section(results, names)
-  assert "| activation | rate | none | pre | post | pre − post [95% CI] |" in text
-  assert "| relu | 0.5 |" in text and "| tanh | 0.5 |" in text
+  assert "| activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI |" in text
+  assert "Holm-adjusted over the family of all m = 2 comparisons" in text
+  assert "| digits | relu | 0.5 |" in text and "| digits | tanh | 0.5 |" in text
+  assert "replicate" not in text  # one task: no replication table
   assert "bit-identical" in text and "![training-error.png](training-error.png)" in text
 
 
@@ -95,7 +101,8 @@ def test_pre_minus_post_is_the_per_seed_difference_of_the_runs(results: dict) ->
     d = error[(row["variant"], "pre", row["rate"])] - error[(row["variant"], "post", row["rate"])]
     half = scipy.stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
     expected = {"mean": d.mean(), "low": d.mean() - half, "high": d.mean() + half, "n": d.size}
-    assert row["pre_minus_post"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    interval = {key: row["pre_minus_post"][key] for key in expected}
+    assert interval == pytest.approx(expected, rel=1e-9, abs=1e-12)
     diffs[row["variant"]] = d
   assert not diffs["relu"].any()
   assert (diffs["tanh"] > 0).all()  # this run's tanh: post-activation dropout did better
@@ -105,8 +112,46 @@ def test_the_reports_answer_on_the_tiny_run_says_what_the_runs_say(results: dict
   # Both seeds of tanh end with a higher test error pre than post (the test above), and the
   # same difference for each, so the interval excludes 0 on the post side.
   text = report.answer({"training": results})
-  assert "excludes 0 at 95% for 1 of 2 (activation, rate) pairs" in text
+  assert "corrected for testing m = 2 comparisons (Holm, family-wise level 0.05)" in text
+  assert "significant for 1 of 2 (activation, rate) pairs" in text
   assert "pre-activation dropout is better for none and post-activation dropout for tanh" in text
+
+
+def _holm_by_hand(p: list[float]) -> list[float]:
+  """Holm's adjustment written out as in the paper: step down through the sorted p-values."""
+  m, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+  adjusted, running = [0.0] * m, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    adjusted[i] = running
+  return adjusted
+
+
+def test_the_json_holds_what_recomputes_every_p_value(results: dict) -> None:
+  """From the results JSON alone: per-seed errors give the raw p-values, and the raw p-values
+  give the Holm-adjusted ones and the verdicts."""
+  saved = json.loads(json.dumps(results))
+  runs = saved["runs"]
+  error = {(r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"]) for r in runs}
+  rows = saved["summary"]
+  assert saved["family"]["size"] == len(rows) == 2 and saved["family"]["method"] == "holm"
+  for row in rows:
+    d = error[(row["variant"], "pre", row["rate"])] - error[(row["variant"], "post", row["rate"])]
+    if d.std() > 0:  # scipy answers NaN for equal differences; the study's convention is tested
+      expected = scipy.stats.ttest_rel(
+        error[(row["variant"], "pre", row["rate"])], error[(row["variant"], "post", row["rate"])]
+      ).pvalue
+      assert row["pre_minus_post"]["p_t"] == pytest.approx(expected, rel=1e-9)
+  raw = [row["pre_minus_post"]["p_t"] for row in rows]
+  adjusted = [row["pre_minus_post"]["p_t_holm"] for row in rows]
+  assert adjusted == pytest.approx(_holm_by_hand(raw), abs=1e-15)
+  assert [row["pre_minus_post"]["significant"] for row in rows] == [p < 0.05 for p in adjusted]
+  flips = [row["pre_minus_post"]["p_sign_flip"] for row in rows]
+  assert [row["pre_minus_post"]["p_sign_flip_holm"] for row in rows] == pytest.approx(
+    _holm_by_hand(flips), abs=1e-15
+  )
+  # The check can fail: the by-hand Holm is not the identity (or Bonferroni) on a real family.
+  assert _holm_by_hand([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
 def test_vmapped_training_equals_a_single_jitted_run(results: dict) -> None:
@@ -146,6 +191,62 @@ def test_run_rejects_bad_configs() -> None:
     training.run(dataclasses.replace(TINY, seeds=1))
   with pytest.raises(ValueError, match=r"`config.batch_size` must be at most"):
     training.run(dataclasses.replace(TINY, batch_size=10_000))
+  with pytest.raises(ValueError, match=r"`config.tasks` must be a non-empty tuple of distinct"):
+    training.run(dataclasses.replace(TINY, tasks=("cifar",)))
+  with pytest.raises(ValueError, match=r"`config.tasks` must hold \"npz\" exactly when"):
+    training.run(dataclasses.replace(TINY, tasks=("npz",)))
+
+
+def _row(task: str, variant: str, mean: float, p_holm: float) -> dict:
+  d = {"mean": mean, "p_t_holm": p_holm, "significant": p_holm < 0.05}
+  return {"task": task, "variant": variant, "rate": 0.5, "pre_minus_post": d}
+
+
+@pytest.mark.parametrize(
+  ("digits", "mnist1d", "agree", "verdict"),
+  [
+    ((-0.01, 0.01), (-0.02, 0.001), True, "everywhere"),  # pre better on both, significant
+    ((-0.01, 0.01), (-0.02, 0.3), True, "somewhere"),  # same sign, significant on one only
+    ((-0.01, 0.01), (0.02, 0.001), False, "somewhere"),  # significant on both, opposite signs
+    ((-0.01, 0.3), (0.02, 0.4), False, "nowhere"),
+    ((0.0, 1.0), (0.0, 1.0), False, "nowhere"),  # relu: every difference 0
+  ],
+)
+def test_replication_verdicts_from_known_signs(digits, mnist1d, agree, verdict) -> None:
+  summary = [_row("digits", "tanh", *digits), _row("mnist1d", "tanh", *mnist1d)]
+  (row,) = training.replication(summary)
+  assert (row["signs_agree"], row["verdict"]) == (agree, verdict)
+  assert row["significant_in"] == [
+    t for t, c in (("digits", digits), ("mnist1d", mnist1d)) if c[1] < 0.05
+  ]
+
+
+def test_load_mnist1d_offline_fixed_and_leaves_numpy_alone() -> None:
+  import socket
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("load_mnist1d tried to open a network connection")
+
+  # The legacy global generators are what make_dataset uses: check that they are restored.
+  np.random.seed(7)  # noqa: NPY002
+  random.seed(7)
+  expected_next = np.random.rand(), random.random()  # noqa: NPY002
+  np.random.seed(7)  # noqa: NPY002
+  random.seed(7)
+  original = socket.socket.connect
+  socket.socket.connect = refuse
+  try:
+    d = data.load_mnist1d()
+  finally:
+    socket.socket.connect = original
+  assert (np.random.rand(), random.random()) == expected_next  # noqa: NPY002
+  assert d.x_train.shape == (4000, 40) and d.x_test.shape == (1000, 40) and d.num_classes == 10
+  assert d.x_train.dtype == np.float32 and d.y_train.dtype == np.int32 and d.name == "MNIST-1D"
+  assert 80 <= np.bincount(d.y_test, minlength=10).min()  # about 100 test signals per class
+  np.testing.assert_array_equal(d.y_test, data.load_mnist1d().y_test)
+  assert not np.array_equal(d.y_test, data.load_mnist1d(seed=1).y_test)
+  with pytest.raises(ValueError, match=r"load_mnist1d: `seed` must be a non-negative int"):
+    data.load_mnist1d(seed=-1)
 
 
 # ----------------------------------------------------------------------------
@@ -293,3 +394,13 @@ def test_train_digits_rejects_bad_data_before_writing(tmp_path: Path, capsys) ->
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "`path` must be a readable .npz file" in err
   assert not out.exists() or not os.listdir(out)
+
+
+def test_mnist1d_baseline_sits_next_to_the_published_one() -> None:
+  rows = [
+    {"task": "mnist1d", "variant": v, "none": {"mean": e}}
+    for v, e in (("relu", 0.4), ("tanh", 0.5))
+  ]
+  text = training._mnist1d_baseline({"summary": rows, "config": {"steps": 300}})
+  assert "Greydanus (2020) reports 68% test accuracy for an MLP" in text
+  assert "the variants reach 50% to 60% (relu best) with 300 steps" in text

@@ -1,0 +1,118 @@
+"""The studies' paired statistics (jdrop._src.studies.stats): p-values, Holm, intervals.
+
+Known numbers are checked against scipy and hand computation; the statistical properties
+(a test's size, Holm's family-wise error rate) are checked by simulation with a fixed seed at a
+stated level, and each check is shown to fail for a wrong procedure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from jdrop._src.studies import stats
+
+ALPHA = 0.05
+TRIALS = 2000
+# A rejection rate estimated from TRIALS runs has standard error sqrt(0.05 * 0.95 / 2000) =
+# 0.0049; a test of level 0.05 is accepted below 0.05 + 3 standard errors (one-sided, about
+# 1 false alarm in 740 for a correct procedure).
+LIMIT = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / TRIALS)
+
+
+def test_paired_t_matches_scipy() -> None:
+  rng = np.random.default_rng(0)
+  for n in (2, 3, 8, 16):
+    pre, post = rng.normal(size=n), rng.normal(size=n)
+    expected = scipy.stats.ttest_rel(pre, post).pvalue
+    assert stats.paired_t(pre - post) == pytest.approx(expected, rel=1e-10)
+  assert stats.paired_t([0.0, 0.0, 0.0]) == 1.0  # relu: every difference is 0
+  assert stats.paired_t([0.01, 0.01]) == 0.0  # equal non-zero differences: t is infinite
+
+
+def test_sign_flip_exact_by_enumeration() -> None:
+  d = np.array([0.3, -0.1, 0.5, 0.2, 0.4])
+  observed = abs(d.mean())
+  flips = [abs((np.array(s) * d).mean()) for s in itertools.product((1, -1), repeat=5)]
+  expected = sum(f >= observed - 1e-12 for f in flips) / 32
+  assert stats.sign_flip(d) == expected == 4 / 32
+  assert stats.sign_flip(np.ones(8)) == 2 / 256  # the smallest p-value with 8 seeds
+  assert stats.sign_flip(np.zeros(8)) == 1.0
+  # Monte-Carlo beyond MAX_EXACT: all differences positive, p = (1 + 1 or 2) / (1 + samples).
+  assert stats.sign_flip(np.ones(20), samples=999) <= 3 / 1000
+
+
+def test_holm_on_known_numbers() -> None:
+  p = [0.01, 0.04, 0.03, 0.005]
+  # By hand: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; the
+  # running maximum makes the last 0.06; back in the given order:
+  np.testing.assert_allclose(stats.holm(p), [0.03, 0.06, 0.06, 0.02], rtol=1e-12)
+  # The check can fail: Bonferroni (m p) and the step-down without its running maximum differ.
+  with pytest.raises(AssertionError):
+    np.testing.assert_allclose(np.minimum(1, 4 * np.asarray(p)), [0.03, 0.06, 0.06, 0.02])
+  with pytest.raises(AssertionError):
+    np.testing.assert_allclose([0.03, 0.06, 0.04, 0.02], [0.03, 0.06, 0.06, 0.02])
+  assert stats.holm([]).size == 0
+  np.testing.assert_allclose(stats.holm([0.3, 0.2]), [0.4, 0.4], rtol=1e-12)  # 2 x 0.2, then max
+
+
+def _null_families(shift: float) -> np.ndarray:
+  """TRIALS families of 10 paired comparisons of 8 seeds: differences N(shift, 1)."""
+  return np.random.default_rng(1).normal(shift, 1.0, size=(TRIALS, 10, 8))
+
+
+def test_t_test_has_its_level_and_power_where_the_mean_is_not_0() -> None:
+  data = _null_families(0.0)[:, 0]
+  rejected = np.mean([stats.paired_t(d) < ALPHA for d in data])
+  assert rejected < LIMIT
+  # The check can fail: with a true difference of 1 standard deviation it rejects far more.
+  shifted = _null_families(1.0)[:, 0]
+  assert np.mean([stats.paired_t(d) < ALPHA for d in shifted]) > LIMIT
+
+
+def test_holm_keeps_the_family_wise_error_rate_and_raw_p_values_do_not() -> None:
+  families = _null_families(0.0)
+  p = np.array([[stats.paired_t(d) for d in family] for family in families])
+  any_holm = np.mean([(stats.holm(row) < ALPHA).any() for row in p])
+  any_raw = np.mean((p < ALPHA).any(axis=1))
+  assert any_holm < LIMIT
+  # The check can fail: uncorrected, about 1 - 0.95**10 = 40% of null families reject.
+  assert any_raw > LIMIT and any_raw == pytest.approx(1 - 0.95**10, abs=0.05)
+
+
+def test_sign_flip_has_its_level() -> None:
+  data = _null_families(0.0)[:500, 0]  # 256 sign vectors each; fewer trials suffice
+  rejected = np.mean([stats.sign_flip(d) < ALPHA for d in data])
+  assert rejected < ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / 500)
+  shifted = _null_families(1.0)[:500, 0]
+  assert np.mean([stats.sign_flip(d) < ALPHA for d in shifted]) > 0.5
+
+
+def test_adjust_adds_holm_and_the_family_interval() -> None:
+  differences = [np.array([0.02, 0.03, 0.025, 0.028]), np.array([0.01, -0.01, 0.0, 0.005])]
+  rows = [stats.paired(d) for d in differences]
+  stats.adjust(rows, differences)
+  np.testing.assert_allclose(
+    [r["p_t_holm"] for r in rows], stats.holm([r["p_t"] for r in rows]), rtol=1e-12
+  )
+  assert rows[0]["significant"] and not rows[1]["significant"]
+  wide = stats.t_interval(differences[0], level=1 - ALPHA / 2)
+  assert (rows[0]["family_low"], rows[0]["family_high"]) == (wide.low, wide.high)
+  assert rows[0]["family_low"] < rows[0]["low"] and rows[0]["high"] < rows[0]["family_high"]
+  assert rows[0]["dz"] == pytest.approx(differences[0].mean() / differences[0].std(ddof=1))
+  assert stats.paired([0.0, 0.0])["dz"] is None
+
+
+def test_bad_input_names_the_function_and_argument() -> None:
+  with pytest.raises(ValueError, match=r"^jdrop.studies.stats.paired_t: `values` must be a 1-D"):
+    stats.paired_t([1.0])
+  with pytest.raises(ValueError, match=r"sign_flip: `values` must be finite"):
+    stats.sign_flip([1.0, float("nan")])
+  with pytest.raises(ValueError, match=r"holm: `pvalues` must be a 1-D array of p-values"):
+    stats.holm([0.5, 1.5])
+  with pytest.raises(TypeError, match=r"sign_flip: `samples` must be a positive integer"):
+    stats.sign_flip([1.0, 2.0], samples=0.5)
