@@ -620,7 +620,25 @@ def _describe(closed: Any) -> str:
 # Monte Carlo
 
 
-_Pair = tuple[list[np.ndarray], list[np.ndarray]]  # per output leaf: means, standard errors
+# Per output leaf: means and standard errors (None for a leaf that is not a number, a key).
+_Pair = tuple[list[np.ndarray | None], list[np.ndarray | None]]
+
+
+def _numeric(value: Any) -> bool:
+  dtype = getattr(value, "dtype", None)
+  if dtype is None:
+    return False
+  return not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and np.dtype(dtype).kind in "biuf"
+
+
+def _plain(value: Any) -> Any:
+  """A leaf that is not a number, for the eval output: a key's data, else the value."""
+  try:
+    if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+      return np.asarray(jax.random.key_data(value))
+  except (AttributeError, TypeError):
+    pass
+  return value
 
 
 class _Program:
@@ -652,12 +670,21 @@ class _Program:
     self.chunk = -(-chunk // len(devices)) * len(devices)
     self.args = leaves[1:]
     self.consts = dict(graph.consts)
-    self.eval = [np.asarray(v) for v in interpret.run(graph, found, leaves, {}, "off")]
+    evaluated = interpret.run(graph, found, leaves, {}, "off")
+    # Keys (f returning its next key) and other non-numbers have no mean: they get None.
+    self.numeric = [_numeric(v) for v in evaluated]
+    self.eval = [
+      np.asarray(v) if ok else _plain(v) for v, ok in zip(evaluated, self.numeric, strict=True)
+    ]
     sharding = NamedSharding(mesh, PartitionSpec("masks"))
-    reference = [jnp.asarray(v, jnp.float32) for v in self.eval]
+    reference = [
+      jnp.asarray(v, jnp.float32) for v, ok in zip(self.eval, self.numeric, strict=True) if ok
+    ]
+    numeric = self.numeric
 
     def sample(key: jax.Array, switches: jax.Array, consts: Any, args: Any) -> list[jax.Array]:
       leaves = interpret.run(graph, found, [key, *args], {}, consts=consts, switches=switches)
+      leaves = [v for v, ok in zip(leaves, numeric, strict=True) if ok]
       return [jnp.asarray(v, jnp.float32) - e for v, e in zip(leaves, reference, strict=True)]
 
     def step(
@@ -689,8 +716,15 @@ class _Program:
         else [(a + c, b + d) for (a, b), (c, d) in zip(totals, part, strict=True)]
       )
     n = self.num_masks
-    means, errs = [], []
-    for s1, s2 in totals:
+    means: list[np.ndarray | None] = []
+    errs: list[np.ndarray | None] = []
+    sums = iter(totals)
+    for ok in self.numeric:
+      if not ok:
+        means.append(None)
+        errs.append(None)
+        continue
+      s1, s2 = next(sums)
       var = np.maximum(s2 - s1 * s1 / n, 0) / max(n - 1, 1)
       means.append(s1 / n)
       errs.append(np.sqrt(var / n))

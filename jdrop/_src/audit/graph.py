@@ -226,11 +226,16 @@ def _nnx_scopes(f: Any, args: Sequence[Any]) -> Iterator[None]:
     return
   from flax import nnx
 
+  # Containers are modules that are never called: their children are named through them.
+  containers = tuple(c for c in (getattr(nnx, "List", None), getattr(nnx, "Dict", None)) if c)
   names: dict[int, str] = {}
   for root in roots:
     modules = {
-      tuple(path): node for path, node in nnx.iter_graph(root) if isinstance(node, nnx.Module)
+      tuple(path): node
+      for path, node in nnx.iter_graph(root)
+      if isinstance(node, nnx.Module) and not isinstance(node, containers)
     }
+    modules[()] = root
     for path, node in modules.items():
       if not path or id(node) in names:
         continue
@@ -239,7 +244,7 @@ def _nnx_scopes(f: Any, args: Sequence[Any]) -> Iterator[None]:
   classes: dict[type, Any] = {}
   for root in roots:
     for _, node in nnx.iter_graph(root):
-      if isinstance(node, nnx.Module) and id(node) in names:
+      if isinstance(node, nnx.Module) and id(node) in names and not isinstance(node, containers):
         classes.setdefault(type(node), type(node).__call__)
   active: list[int] = []
 
@@ -334,7 +339,7 @@ class _Builder:
     for eqn in jaxpr.eqns:
       ins = tuple(read(atom) for atom in eqn.invars)
       flags = [self.flag(ref) for ref in ins]
-      here = _join(scope, str(eqn.source_info.name_stack))
+      here = _join(scope, _scopes(eqn.source_info.name_stack))
       name = eqn.primitive.name
       meets = any(fl == RANDOM for fl in flags) and any(fl & DATA for fl in flags)
       if meets and name in INLINED:
@@ -379,6 +384,15 @@ def _opaque_reason(name: str) -> str:
       "because inlining it would change its gradient"
     )
   return f"inside a `{name}` (a loop or a branch), which is not rewritten"
+
+
+def _scopes(name_stack: Any) -> str:
+  """The scopes of a name stack without its transforms: ``vmap(Block_0)/Dropout_0`` is the
+  module path ``Block_0/Dropout_0``."""
+  stack = getattr(name_stack, "stack", None)
+  if stack is None:  # pragma: no cover - a JAX without NameStack.stack
+    return str(name_stack)
+  return "/".join(e.name for e in stack if type(e).__name__ == "Scope" and e.name)
 
 
 def _join(outer: str, inner: str) -> str:

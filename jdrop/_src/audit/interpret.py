@@ -205,7 +205,11 @@ def _apply(
   shape: tuple[int, ...],
 ) -> list[tuple[Any, bool]]:
   if not any(varying for _, varying in inputs):
-    return [(out, False) for out in bind(primitive, params, [value for value, _ in inputs])]
+    # A constant of the activation (jnp.clip's converted bounds): computed now, not traced,
+    # so that it can be checked to hold one value.
+    with jax.ensure_compile_time_eval():
+      outs = bind(primitive, params, [value for value, _ in inputs])
+    return [(out, False) for out in outs]
   name = primitive.name
   if name in ELEMENTWISE:
     args = [value if varying else _broadcast(value, shape) for value, varying in inputs]

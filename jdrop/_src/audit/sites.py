@@ -93,6 +93,7 @@ def find(graph: Graph) -> Found:
     claimed.update(n.index for n in site.nodes)
     sites.append(site)
   unseen.extend(_unexplained(graph, sites, claimed, reported))
+  finder.claimed = claimed
   for opaque in graph.opaque:
     unseen.append(f"{_where(opaque.node)}: randomness from the key meets data {opaque.reason}")
   for site in sites:
@@ -119,6 +120,7 @@ def _name(sites: list[RawSite]) -> None:
 class _Finder:
   def __init__(self, graph: Graph):
     self.graph = graph
+    self.claimed: set[int] = set()  # the nodes of every site, once they are found
     self._uniform: dict[int, bool] = {}
     self._module: dict[str, bool] = {}
 
@@ -312,23 +314,36 @@ class _Finder:
 
   # --- activations ---
 
-  def allowed(self, node: Node, site: RawSite) -> bool:
-    if not self.elementwise(node):
+  def flowing(self, ref: Ref, site: RawSite) -> bool:
+    """Data that flows through an activation, as opposed to one of its parameters: a value
+    computed from ``f``'s arguments, unless it is a single number (a PReLU slope or a
+    temperature passed in with the parameters) and the site's array is not."""
+    if not self.data(ref):
       return False
-    for ref in node.ins:
+    size = math.prod(self.graph.avals[ref].shape) if isinstance(ref, int) else 1
+    return size > 1 or math.prod(self.graph.avals[site.x_in].shape) == 1
+
+  def allowed(self, node: Node, site: RawSite) -> bool:
+    if node.index in self.claimed:
+      return False  # part of a site: another site's scale or mask is not an activation
+    live = tuple(self.flowing(r, site) for r in node.ins)
+    if not self.elementwise(node, live):
+      return False
+    for ref, flows in zip(node.ins, live, strict=True):
       flag = self.graph.flag(ref)
       if flag & (RANDOM | FIXED_RANDOM) and not flag & DATA:
         return False  # a mask or noise: not part of an activation
-      if not flag & DATA and node.name in ("add", "sub") and not self.uniform(ref):
+      if not flows and node.name in ("add", "sub") and not self.uniform(ref) and not self.data(ref):
         return False  # a bias
     return self.scope_allowed(node.scope, site.scope)
 
-  def elementwise(self, node: Node) -> bool:
+  def elementwise(self, node: Node, live: tuple[bool, ...]) -> bool:
+    """Whether each output element depends on the same element of the ``live`` inputs."""
     if node.name in ELEMENTWISE:
       return True
     if node.name in _CALLS:
       sub = jaxprs.callee(node.eqn)
-      return sub is not None and _elementwise_jaxpr(sub[0])
+      return sub is not None and _elementwise_jaxpr(sub[0], live)
     return False
 
   def scope_allowed(self, scope: str, site_scope: str) -> bool:
@@ -344,16 +359,21 @@ class _Finder:
     return self._module[neighbour]
 
   def _activation_module(self, scope: str) -> bool:
-    """A module scope that holds elementwise nodes only (an activation module)."""
-    inside = [n for n in self.graph.nodes if _within(n.scope, scope)]
-    return all(
-      self.elementwise(n)
-      and not (
-        n.name in ("add", "sub") and any(not self.uniform(r) for r in n.ins if self.fixed(r))
-      )
-      for n in inside
-      if any(self.data(r) for r in n.ins)
-    )
+    """A module scope that holds elementwise nodes only and no dropout (an activation)."""
+    for n in self.graph.nodes:
+      if not _within(n.scope, scope) or not any(self.data(r) for r in n.ins):
+        continue
+      if n.index in self.claimed or self.meets(n):
+        return False
+      if not self.elementwise(n, tuple(self.data(r) for r in n.ins)):
+        return False
+      if n.name in ("add", "sub") and any(not self.uniform(r) for r in n.ins if self.fixed(r)):
+        return False
+    return True
+
+  def same_dtype(self, a: int, b: int) -> bool:
+    """An activation keeps the site's dtype, so the site can be applied on either side."""
+    return self.graph.avals[a].dtype == self.graph.avals[b].dtype
 
   def backward(self, site: RawSite) -> Region | None:
     """The activation whose output the site consumes (post-activation dropout)."""
@@ -373,11 +393,10 @@ class _Finder:
       ):
         break
       entries = {
-        r for n in region.values() for r in n.ins if isinstance(r, int) and self.data(r)
+        r for n in region.values() for r in n.ins if isinstance(r, int) and self.flowing(r, site)
       } - produced
-      if len(entries) == 1:
-        best = Region(sorted(region.values(), key=lambda n: n.index), entries.pop(), x)
-        entries = {best.entry}
+      if len(entries) == 1 and self.same_dtype(next(iter(entries)), x):
+        best = Region(sorted(region.values(), key=lambda n: n.index), next(iter(entries)), x)
       latest = max(entries, key=lambda r: graph.producer[r].index if r in graph.producer else -1)
       node = graph.producer.get(latest)
       if node is None or not self.allowed(node, site):
@@ -395,7 +414,7 @@ class _Finder:
     for node in graph.nodes[site.nodes[-1].index + 1 :]:
       if not any(r in values for r in node.ins if isinstance(r, int)):
         continue
-      datas = [r for r in node.ins if self.data(r)]
+      datas = [r for r in node.ins if self.flowing(r, site)]
       if not self.allowed(node, site) or not all(r in values for r in datas):
         break
       taken.append(node)
@@ -411,7 +430,7 @@ class _Finder:
         for v in {y} | produced
         if v in graph.output_ids or any(u.index not in indices for u in graph.users(v))
       ]
-      if len(exits) == 1 and exits[0] in produced:
+      if len(exits) == 1 and exits[0] in produced and self.same_dtype(exits[0], y):
         return Region(part, y, exits[0])
     return None
 
@@ -451,18 +470,22 @@ def _unexplained(
 
 
 @functools.lru_cache(maxsize=256)
-def _elementwise_jaxpr(jaxpr: core.Jaxpr) -> bool:
-  """Whether every equation that reads the inputs of ``jaxpr`` is elementwise."""
-  live = set(jaxpr.invars)
+def _elementwise_jaxpr(jaxpr: core.Jaxpr, live_inputs: tuple[bool, ...]) -> bool:
+  """Whether every equation that reads the ``live_inputs`` of ``jaxpr`` is elementwise (the
+  others, such as ``jnp.where`` broadcasting its scalar, are constants of the activation)."""
+  if len(live_inputs) != len(jaxpr.invars):
+    return False
+  live = {v for v, flag in zip(jaxpr.invars, live_inputs, strict=True) if flag}
   for eqn in jaxpr.eqns:
-    if not any(not isinstance(v, core.Literal) and v in live for v in eqn.invars):
+    reads = tuple(not isinstance(v, core.Literal) and v in live for v in eqn.invars)
+    if not any(reads):
       continue
     name = eqn.primitive.name
     if name in ELEMENTWISE:
       pass
     elif name in _CALLS:
       sub = jaxprs.callee(eqn)
-      if sub is None or not _elementwise_jaxpr(sub[0]):
+      if sub is None or not _elementwise_jaxpr(sub[0], reads):
         return False
     else:
       return False
