@@ -97,8 +97,8 @@ def find(graph: Graph) -> Found:
   for opaque in graph.opaque:
     unseen.append(f"{_where(opaque.node)}: randomness from the key meets data {opaque.reason}")
   for site in sites:
-    backward = finder.backward(site)
-    forward = None if backward else finder.forward(site)
+    backward = finder.nonlinear(finder.backward(site), site)
+    forward = None if backward else finder.nonlinear(finder.forward(site), site)
     site.activation = backward or forward
     site.order = "post" if backward else ("pre" if forward else None)
   _name(sites)
@@ -370,6 +370,25 @@ class _Finder:
       if n.name in ("add", "sub") and any(not self.uniform(r) for r in n.ins if self.fixed(r)):
         return False
     return True
+
+  def nonlinear(self, region: Region | None, site: RawSite) -> Region | None:
+    """``region`` unless it is a linear map only (scalings, negations, float casts: ``x / 255``
+    is not an activation, and moving a dropout across it changes only the rounding)."""
+    if region is None:
+      return None
+    for node in region.nodes:
+      flowing = [r for r in node.ins if self.flowing(r, site)]
+      if node.name in ("neg", "copy", "convert_element_type") and len(flowing) == 1:
+        continue
+      if node.name in ("mul", "div") and len(flowing) == 1:
+        chain = flowing[0]
+        others = [r for r in node.ins if r is not chain]
+        if (node.name == "mul" or node.ins[0] is chain) and all(
+          self.uniform(r) or self.data(r) for r in others
+        ):
+          continue
+      return region
+    return None
 
   def same_dtype(self, a: int, b: int) -> bool:
     """An activation keeps the site's dtype, so the site can be applied on either side."""
