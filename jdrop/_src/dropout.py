@@ -385,16 +385,17 @@ def _run(
   deterministic: Any,
   *,
   allow_one: bool = True,
-  fast: Any = None,
+  **mask_options: Any,
 ) -> jax.Array:
   """Validates the arguments every dropout variant shares, then calls its jitted ``core``.
 
-  ``fast=None`` means the variant has no fast mode (gaussian dropout draws no mask).
+  A variant that draws a keep mask passes ``fast=...``; gaussian dropout, which draws no
+  mask, passes nothing.
   """
   key = masks.check_key(fn, key)
   x = check_x(fn, x)
   broadcast_dims = check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  options = {} if fast is None else {"fast": masks.check_fast(fn, fast)}
+  options = {name: masks.check_fast(fn, value) for name, value in mask_options.items()}
   if not needs_key(fn, rate, deterministic, allow_one=allow_one):
     return _without_key(x, rate, deterministic)
   return core(
