@@ -400,13 +400,17 @@ def fast_path_available(key: jax.Array, size: int) -> bool:
 
 
 def _fast_blocks(key: jax.Array, num_words: int) -> tuple[jax.Array, jax.Array]:
-  """The two 32-bit words of blocks ``8 w + k``, each of shape ``(num_words, 8)``."""
-  shape = (num_words, _BLOCKS_PER_WORD)
+  """The two 32-bit words of the blocks of ``num_words`` mask words, each ``(8, num_words)``.
+
+  Entry ``[k, w]`` is block ``8 w + k``, the ``k``-th of mask word ``w``. (Blocks along the
+  leading axis make the first pass a column reduction, which GPUs do one output per thread.)
+  """
+  shape = (_BLOCKS_PER_WORD, num_words)
   if fast_path_available(key, num_words * _MASK_BITS_PER_WORD):
-    counter = lax.broadcasted_iota(jnp.uint32, shape, 0) * np.uint32(_BLOCKS_PER_WORD)
-    return threefry_block(key, counter + lax.broadcasted_iota(jnp.uint32, shape, 1))
-  bits = jax.random.bits(key, (*shape, 2), jnp.uint32)
-  return bits[..., 0], bits[..., 1]
+    counter = lax.broadcasted_iota(jnp.uint32, shape, 1) * np.uint32(_BLOCKS_PER_WORD)
+    return threefry_block(key, counter + lax.broadcasted_iota(jnp.uint32, shape, 0))
+  bits = jax.random.bits(key, (num_words, _BLOCKS_PER_WORD, 2), jnp.uint32)
+  return bits[..., 0].T, bits[..., 1].T
 
 
 def _fast_halves(y0: jax.Array, y1: jax.Array) -> tuple[jax.Array, ...]:
@@ -426,8 +430,8 @@ def fast_uniforms(key: jax.Array, size: int) -> jax.Array:
   never do. Used by the statistical tests and to state what a fast mask is.
   """
   num_words = -(-size // _MASK_BITS_PER_WORD)
-  halves = jnp.stack(_fast_halves(*_fast_blocks(key, num_words)), axis=-1)
-  return halves.reshape(-1)[:size]
+  halves = jnp.stack(_fast_halves(*_fast_blocks(key, num_words)), axis=-1)  # (8, words, 4)
+  return jnp.swapaxes(halves, 0, 1).reshape(-1)[:size]
 
 
 def _fast_threshold(keep: jax.Array) -> jax.Array:
@@ -450,8 +454,8 @@ def fast_mask_words(key: jax.Array, size: int, keep: jax.Array) -> jax.Array:
   for position, half in enumerate(_fast_halves(*_fast_blocks(key, num_words))):
     bit = lax.shift_left((half < threshold).astype(jnp.uint32), np.uint32(position))
     nibble = bit if nibble is None else nibble | bit
-  place = lax.broadcasted_iota(jnp.uint32, nibble.shape, 1) * np.uint32(_UNIFORMS_PER_BLOCK)
-  return jnp.sum(lax.shift_left(nibble, place), axis=1, dtype=jnp.uint32)
+  place = lax.broadcasted_iota(jnp.uint32, nibble.shape, 0) * np.uint32(_UNIFORMS_PER_BLOCK)
+  return jnp.sum(lax.shift_left(nibble, place), axis=0, dtype=jnp.uint32)
 
 
 def unpack_mask(words: jax.Array, shape: tuple[int, ...]) -> jax.Array:
