@@ -445,8 +445,10 @@ def fast_mask_words(key: jax.Array, size: int, keep: jax.Array) -> jax.Array:
 
   Bit ``j`` of word ``w`` is element ``32 w + j``: kept when its 16-bit uniform is below
   ``round(keep * 2**16)``. The sum over the 8 blocks of a word (their bits are disjoint,
-  so the sum is an OR) is a reduction, which XLA does not fuse into the consumers: the
-  words are computed once, into ``size / 8`` bytes.
+  so the sum is an OR) is a reduction, which XLA does not fuse into its consumers: the
+  words are computed once, into ``size / 8`` bytes (``tests/test_fast.py`` checks the
+  compiled program's temporary memory). An elementwise OR, or an optimisation barrier,
+  was fused into the unpacking and recomputed for every element on XLA:CPU.
   """
   num_words = -(-size // _MASK_BITS_PER_WORD)
   threshold = _fast_threshold(keep)
