@@ -18,6 +18,8 @@ The dropout classes: ``flax.linen.Dropout``, ``jdrop.flax.Dropout`` (exact: Flax
 ``jdrop fast``, :class:`FastDropout` below: ``jdrop.flax.Dropout`` calling
 ``jdrop.dropout(..., fast=True)``. It stands in for the module field ``fast`` (issue 16),
 which the Flax modules do not have on this branch; the field will call the same function.
+A fourth build, ``no dropout`` (:class:`NoDropout`, the identity), times the rest of the
+step, so that each variant's time minus it is what its dropout costs.
 
 What is timed, under ``jax.jit``: the **forward** pass in training mode (dropout on), and a
 **step**: ``jax.value_and_grad`` of the cross-entropy plus an Adam update (optax). Before
@@ -56,7 +58,7 @@ from experiments import transformers
 from jdrop._src.studies import data as study_data
 from jdrop._src.studies import training
 
-FLAX, JDROP, FAST = "flax.linen.Dropout", "jdrop.flax.Dropout", "jdrop fast"
+FLAX, JDROP, FAST, NONE = "flax.linen.Dropout", "jdrop.flax.Dropout", "jdrop fast", "no dropout"
 DEFAULT_ROUNDS = 11
 QUICK_ROUNDS = 3
 MIN_SAMPLE_S = 0.05
@@ -75,7 +77,24 @@ class FastDropout(jdrop.flax.Dropout):
   _pure = staticmethod(functools.partial(jdrop.dropout, fast=True))
 
 
-DROPOUTS: dict[str, Any] = {FLAX: nn.Dropout, JDROP: jdrop.flax.Dropout, FAST: FastDropout}
+class NoDropout(nn.Module):
+  """The identity, with flax.linen.Dropout's fields: the step without any dropout."""
+
+  rate: float
+  broadcast_dims: Sequence[int] = ()
+  deterministic: bool | None = None
+  rng_collection: str = "dropout"
+
+  def __call__(self, inputs: jax.Array, deterministic: bool | None = None, rng: Any = None):
+    return inputs
+
+
+DROPOUTS: dict[str, Any] = {
+  FLAX: nn.Dropout,
+  JDROP: jdrop.flax.Dropout,
+  FAST: FastDropout,
+  NONE: NoDropout,
+}
 
 
 class DigitsMlp(nn.Module):
@@ -286,8 +305,9 @@ def render(results: dict[str, Any]) -> str:
     f"- load average (1/5/15 min): {meta['load_average_start']} at the start,"
     f" {meta['load_average_end']} at the end; wall time {meta['wall_s']:.0f} s",
     "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
-    f"- method: jitted forward (training mode) and step (value_and_grad + Adam); the three"
-    f" variants interleaved, {meta['rounds']} rounds; medians; ratios of medians",
+    f"- method: jitted forward (training mode) and step (value_and_grad + Adam); the four"
+    f" builds interleaved, {meta['rounds']} rounds; medians; ratios of medians; a dropout's"
+    " cost is its build's median minus the no-dropout build's",
     f"- `{FAST}`: `jdrop.flax.Dropout` calling `jdrop.dropout(..., fast=True)` (a stand-in"
     " for the modules' `fast` field)",
     "",
@@ -307,29 +327,27 @@ def render(results: dict[str, Any]) -> str:
   for w in results["workloads"]:
     for what in ("forward", "step"):
       t = w[what]
+      cost = {name: t[name] - t[NONE] for name in (FLAX, JDROP, FAST)}
       rows.append(
         [
           w["name"],
           what,
-          _timing.fmt_time(t[FLAX]),
-          _timing.fmt_time(t[JDROP]),
-          _timing.fmt_time(t[FAST]),
+          *(_timing.fmt_time(t[name]) for name in (FLAX, JDROP, FAST, NONE)),
           f"{t[JDROP] / t[FLAX]:.2f}x",
           f"{t[FAST] / t[FLAX]:.2f}x",
           f"{t[FAST] / t[JDROP]:.2f}x",
+          " / ".join(f"{1e3 * cost[name]:.1f}" for name in (FLAX, JDROP, FAST)),
         ]
       )
-  lines += _timing.table(
-    ["model", "what", "flax", "jdrop", "jdrop fast", "jdrop / flax", "fast / flax", "fast / jdrop"],
-    rows,
-    align="llrrrrrr",
-  )
+  header = ["model", "what", "flax", "jdrop", "jdrop fast", "no dropout", "jdrop / flax"]
+  header += ["fast / flax", "fast / jdrop", "dropout's cost, ms (flax / jdrop / fast)"]
+  lines += _timing.table(header, rows, align="llrrrrrrrr")
   lines += ["", "## Peak temporary memory of the compiled step (XLA's temp buffers)", ""]
   mib = lambda b: "n/a" if b is None else f"{b / 2**20:.2f} MiB"
   lines += _timing.table(
-    ["model", "flax", "jdrop", "jdrop fast"],
+    ["model", "flax", "jdrop", "jdrop fast", "no dropout"],
     [[w["name"], *(mib(w["temp_bytes"][n]) for n in DROPOUTS)] for w in results["workloads"]],
-    align="lrrr",
+    align="lrrrr",
   )
   lines += ["", "## Goals", ""]
   for goal in results["goals"]:
