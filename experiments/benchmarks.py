@@ -7,7 +7,9 @@ Run from the repository root::
 
 What is measured, for dropout at rate 0.5 of a 1-D array of ``2**k`` elements:
 
-* ``jdrop`` (``jdrop.dropout``, jitted), ``jdrop (fused off)`` (a ``jax.random.bernoulli`` mask
+* ``jdrop`` (``jdrop.dropout``, jitted; the exact mode, Flax's masks), ``jdrop fast``
+  (``jdrop.dropout(..., fast=True)``: 16-bit uniforms, four per threefry2x32 block),
+  ``jdrop (fused off)`` (a ``jax.random.bernoulli`` mask
   with the same keep probability, applied by ``jdrop.apply_mask``: jdrop without its fused
   threefry path, which isolates what that path gains),
   ``flax.linen.Dropout`` (jitted ``apply`` with ``rng=``), ``bernoulli+select`` (plain
@@ -15,21 +17,25 @@ What is measured, for dropout at rate 0.5 of a 1-D array of ``2**k`` elements:
   only when torch is importable and runs on the device JAX uses) and the ``floor``, a jitted
   ``x * 2`` that reads and writes the same bytes and does no random work.
 * Before anything is timed, every JAX contender's output is checked to equal flax's bit for bit
-  for the same key, at every size and dtype: a benchmark that times wrong code is worthless.
+  for the same key, at every size and dtype (``jdrop fast``, whose masks are not flax's, to
+  equal ``jdrop.apply_mask`` of ``jdrop.keep_mask(..., fast=True)``): a benchmark that times
+  wrong code is worthless.
 * Timing: after compilation and warm-up, the contenders run in interleaved rounds in this one
   process (round-robin, the starting contender rotating each round). A sample is
   ``time.perf_counter`` around ``reps`` back-to-back ``fn(...).block_until_ready()`` calls,
   divided by ``reps``; ``reps`` is 1 unless the fastest contender takes under 2 ms, so that tiny
   sizes are not measured at the timer's resolution. Tables show medians over the rounds; ratios
   are ratios of medians. Bandwidth counts the bytes of ``x`` read plus the output written.
-* Many masks: ``jdrop.keep_mask`` against ``jax.random.bernoulli``, each ``jax.vmap``-ed over
-  1024 keys of 4096 elements (the masks are checked to be equal first).
+* Many masks: ``jdrop.keep_mask`` (exact and fast) against ``jax.random.bernoulli``, each
+  ``jax.vmap``-ed over 1024 keys of 4096 elements (the exact masks are checked to be equal
+  first).
 * Memory: ``temp_size_in_bytes`` of the compiled program (``memory_analysis()``) for dropout of
   ``2**24`` float32 elements, per element.
 * Compile time: ``lower`` + ``compile`` wall time of a fresh function after
   ``jax.clear_caches()``, with a new static shape each run (median of several runs).
 
-The script has no device-specific code: on a GPU, add ``--sizes 16 20 24 28``. The goals
+The script has no device-specific code: on a GPU, add ``--sizes 16 20 24 28`` (torch joins
+when it is importable with CUDA, timed in the same rounds). The goals
 listed at the end of the report are the project's targets; they are evaluated, never assumed.
 """
 
@@ -78,6 +84,7 @@ MAX_REPS = 200
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 JDROP = "jdrop"
+FAST = "jdrop fast"
 UNFUSED = "jdrop (fused off)"
 FLAX = "flax.linen.Dropout"
 BERNOULLI = "bernoulli+select"
@@ -97,6 +104,18 @@ class BenchmarkError(Exception):
 
 def jdrop_dropout(key: jax.Array, x: jax.Array) -> jax.Array:
   return jdrop.dropout(key, x, rate=RATE)
+
+
+def jdrop_fast(key: jax.Array, x: jax.Array) -> jax.Array:
+  return jdrop.dropout(key, x, rate=RATE, fast=True)
+
+
+def fast_reference(key: jax.Array, x: jax.Array) -> jax.Array:
+  """What ``jdrop fast`` must compute: the fast mask, drawn as a value, then applied.
+
+  At rate 0.5 the fast mode's rounded keep probability is 0.5 itself.
+  """
+  return jdrop.apply_mask(x, jdrop.keep_mask(key, x.shape, rate=RATE, fast=True), rate=RATE)
 
 
 def jdrop_unfused(key: jax.Array, x: jax.Array) -> jax.Array:
@@ -123,6 +142,7 @@ def floor(x: jax.Array) -> jax.Array:
 
 DROPOUT_FNS: dict[str, DropoutFn] = {
   JDROP: jdrop_dropout,
+  FAST: jdrop_fast,
   UNFUSED: jdrop_unfused,
   FLAX: flax_dropout,
   BERNOULLI: bernoulli_select,
@@ -236,11 +256,13 @@ def bench_dropout(
   key = jax.random.key(0)
   x = jax.random.normal(jax.random.key(1), (n,), jnp.float32).astype(dtype)
   jitted = {name: jax.jit(fn) for name, fn in DROPOUT_FNS.items()}
-  want = jitted[FLAX](key, x)
+  wants = {FLAX: jitted[FLAX](key, x), FAST: jax.jit(fast_reference)(key, x)}
   for name, fn in jitted.items():
     # At rate 0.5 the scale 1/0.5 is a power of two, so bf16 outputs match exactly too.
-    check_equal(f"{name} vs {FLAX} at 2^{exponent} {np.dtype(dtype).name}", fn(key, x), want)
-  del want
+    reference = FAST if name == FAST else FLAX
+    what = f"{name} vs {reference} at 2^{exponent} {np.dtype(dtype).name}"
+    check_equal(what, fn(key, x), wants[reference])
+  del wants
   contenders = {name: jax_runner(fn, key, x) for name, fn in jitted.items()}
   torch_or_reason = torch_runner(x, jax_platform)
   skipped = None
@@ -279,10 +301,15 @@ def bench_masks(shape: tuple[int, int], *, rounds: int, warmup: int) -> dict[str
   count, length = shape
   keys = jax.random.split(jax.random.key(2), count)
   ours = jax.jit(jax.vmap(lambda k: jdrop.keep_mask(k, (length,), rate=RATE)))
+  fast = jax.jit(jax.vmap(lambda k: jdrop.keep_mask(k, (length,), rate=RATE, fast=True)))
   theirs = jax.jit(jax.vmap(lambda k: jax.random.bernoulli(k, KEEP, (length,))))
   check_equal(f"vmapped jdrop.keep_mask {count}x{length}", ours(keys), theirs(keys))
   timings = time_interleaved(
-    {"jdrop": jax_runner(ours, keys), "bernoulli": jax_runner(theirs, keys)},
+    {
+      "jdrop": jax_runner(ours, keys),
+      "fast": jax_runner(fast, keys),
+      "bernoulli": jax_runner(theirs, keys),
+    },
     rounds=rounds,
     warmup=warmup,
   )
@@ -290,8 +317,10 @@ def bench_masks(shape: tuple[int, int], *, rounds: int, warmup: int) -> dict[str
     "masks": count,
     "elements": length,
     "jdrop_s": timings["jdrop"].median,
+    "fast_s": timings["fast"].median,
     "bernoulli_s": timings["bernoulli"].median,
     "speedup": timings["bernoulli"].median / timings["jdrop"].median,
+    "fast_speedup": timings["bernoulli"].median / timings["fast"].median,
     "reps": timings["jdrop"].reps,
     "rounds": rounds,
   }
@@ -318,7 +347,7 @@ def bench_memory(exponent: int) -> list[dict[str, Any]]:
 
 def bench_compile(runs: int) -> list[dict[str, Any]]:
   """Median ``lower`` + ``compile`` wall time from cold caches, interleaved across programs."""
-  names = (JDROP, BERNOULLI, FLAX)
+  names = (JDROP, FAST, BERNOULLI, FLAX)
   times: dict[str, list[float]] = {name: [] for name in names}
   key = jax.random.key(0)
   config = "jax_enable_compilation_cache"
@@ -374,6 +403,21 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
       None if ratio is None else ratio <= 2,
       "2^24 not in --sizes" if ratio is None else f"{ratio:.2f}x the floor",
     )
+    fast = find(24, "float32", FAST)
+    ratio = None if fast is None else fast["ratio_to_floor"]
+    add(
+      "f32 2^24: jdrop fast <= 1.3x the x*2 floor",
+      ratio,
+      None if ratio is None else ratio <= 1.3,
+      "2^24 not in --sizes" if ratio is None else f"{ratio:.2f}x the floor",
+    )
+    gain = None if fast is None or row is None else row["median_s"] / fast["median_s"]
+    add(
+      "f32 2^24: jdrop fast >= 1.25x faster than jdrop (exact)",
+      gain,
+      None if gain is None else gain >= 1.25,
+      "2^24 not in --sizes" if gain is None else f"{gain:.2f}x",
+    )
     masks = results["masks"]
     add(
       f"{masks['masks']}x{masks['elements']} masks: >= 10x faster than vmapped bernoulli",
@@ -391,6 +435,23 @@ def evaluate_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
       None if fraction is None else fraction >= 0.7,
       "no float32 row" if fraction is None else f"{100 * fraction:.0f}% of the floor",
     )
+    fast = find(largest, "float32", FAST)
+    fraction = None if fast is None else 1 / fast["ratio_to_floor"]
+    add(
+      f"f32 2^{largest}: jdrop fast bandwidth >= 85% of the x*2 floor's",
+      fraction,
+      None if fraction is None else fraction >= 0.85,
+      "no float32 row" if fraction is None else f"{100 * fraction:.0f}% of the floor",
+    )
+    for exponent in (24, 28):
+      fast, torch_row = find(exponent, "float32", FAST), find(exponent, "float32", TORCH)
+      lead = None if fast is None or torch_row is None else torch_row["median_s"] / fast["median_s"]
+      add(
+        f"f32 2^{exponent}: jdrop fast at least as fast as torch.nn.functional.dropout",
+        lead,
+        None if lead is None else lead >= 1,
+        "torch or the size not measured" if lead is None else f"{lead:.2f}x torch's speed",
+      )
   memory = next(r for r in results["memory"] if r["contender"] == JDROP)
   per_element = memory["temp_bytes_per_element"]
   add(
@@ -430,7 +491,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     " call(s); medians; ratios of medians; GB/s counts x read + output written",
     f"- jdrop's fused threefry path active: {meta['fused_path']}",
     "- bit-identity: every JAX contender's output equals flax.linen.Dropout's for the same key"
-    " at every size and dtype below (checked before timing)",
+    " at every size and dtype below, and jdrop fast's equals jdrop.apply_mask of"
+    " jdrop.keep_mask(..., fast=True) (checked before timing)",
   ]
   if meta["torch_skipped"]:
     lines.append(f"- torch: skipped ({meta['torch_skipped']})")
@@ -440,33 +502,44 @@ def render_markdown(results: dict[str, Any]) -> str:
   for row in results["dropout"]:
     by_group.setdefault((row["size_log2"], row["dtype"]), {})[row["contender"]] = row
   for (exponent, dtype), group in by_group.items():
-    ours, floor_row = group[JDROP], group[FLOOR]
+    ours, fast, floor_row = group[JDROP], group[FAST], group[FLOOR]
+    torch_row = group.get(TORCH)
     rows.append(
       [
         f"2^{exponent}",
         dtype,
+        fmt_time(floor_row["median_s"]),
         fmt_time(ours["median_s"]),
+        fmt_time(fast["median_s"]),
         fmt_time(group[FLAX]["median_s"]),
-        f"{ours['speedup_over_flax']:.2f}x",
+        "n/a" if torch_row is None else fmt_time(torch_row["median_s"]),
         f"{ours['ratio_to_floor']:.2f}x",
+        f"{fast['ratio_to_floor']:.2f}x",
+        f"{ours['speedup_over_flax']:.2f}x",
+        f"{fast['speedup_over_flax']:.2f}x",
+        f"{ours['median_s'] / fast['median_s']:.2f}x",
+        "n/a" if torch_row is None else f"{torch_row['median_s'] / fast['median_s']:.2f}x",
         f"{group[UNFUSED]['median_s'] / ours['median_s']:.2f}x",
-        f"{floor_row['gb_per_s']:.1f}",
-        f"{ours['gb_per_s']:.1f}",
-        f"{100 / ours['ratio_to_floor']:.0f}%",
+        f"{100 / fast['ratio_to_floor']:.0f}%",
       ]
     )
   lines += table(
     [
       "size",
       "dtype",
+      "floor",
       "jdrop",
+      "jdrop fast",
       "flax",
-      "speed-up over flax",
+      "torch",
       "jdrop / floor",
+      "fast / floor",
+      "jdrop speed-up over flax",
+      "fast speed-up over flax",
+      "fast speed-up over jdrop",
+      "fast speed-up over torch",
       "fused gain (fused off / jdrop)",
-      "floor GB/s",
-      "jdrop GB/s",
-      "jdrop BW / floor BW",
+      "fast BW / floor BW",
     ],
     rows,
   )
@@ -499,13 +572,22 @@ def render_markdown(results: dict[str, Any]) -> str:
   masks = results["masks"]
   lines += ["", "## Many masks (jax.vmap over keys)", ""]
   lines += table(
-    ["masks x elements", "jdrop.keep_mask", "vmapped jax.random.bernoulli", "speed-up"],
+    [
+      "masks x elements",
+      "jdrop.keep_mask",
+      "keep_mask(fast=True)",
+      "vmapped jax.random.bernoulli",
+      "speed-up",
+      "fast speed-up",
+    ],
     [
       [
         f"{masks['masks']} x {masks['elements']}",
         fmt_time(masks["jdrop_s"]),
+        fmt_time(masks["fast_s"]),
         fmt_time(masks["bernoulli_s"]),
         f"{masks['speedup']:.2f}x",
+        f"{masks['fast_speedup']:.2f}x",
       ]
     ],
   )

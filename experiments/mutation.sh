@@ -14,8 +14,8 @@ group=${1:?usage: mutation.sh order|masks|dropout|report|studies [SECONDS]}
 limit=${2:-1800}
 case $group in
   order) mutate='"jdrop/_src/order.py"'; tests='"tests/test_order.py"' ;;
-  masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py"' ;;
-  dropout) mutate='"jdrop/_src/dropout.py"'; tests='"tests/test_contract.py", "tests/test_order.py"' ;;
+  masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py", "tests/test_fast.py"' ;;
+  dropout) mutate='"jdrop/_src/dropout.py"'; tests='"tests/test_contract.py", "tests/test_order.py", "tests/test_fast.py"' ;;
   report) mutate='"jdrop/_src/report.py"'; tests='"tests/test_report_claims.py"' ;;
   studies)
     mutate='"jdrop/_src/studies/commutation.py", "jdrop/_src/studies/training.py"'

@@ -100,3 +100,45 @@ def variance_std_error(samples: np.ndarray) -> tuple[float, float]:
   var = float(np.mean(squares))
   m4 = float(np.mean(squares * squares))
   return var, float(np.sqrt((m4 - var**2) / samples.size))
+
+
+def uniform_chi2_pvalue(values: np.ndarray, bins: int) -> float:
+  """Pearson's test that integers ``values`` are uniform on ``[0, bins)``.
+
+  The statistic is asymptotically chi2 with ``bins - 1`` degrees of freedom (use at least
+  about 5 expected values per bin).
+  """
+  counts = np.bincount(np.asarray(values, np.int64).ravel(), minlength=bins)
+  if counts.size != bins:
+    raise ValueError(f"uniform_chi2_pvalue: values outside [0, {bins}), max {counts.size - 1}")
+  expected = counts.sum() / bins
+  statistic = float(np.sum((counts - expected) ** 2) / expected)
+  return float(scipy.stats.chi2.sf(statistic, df=bins - 1))
+
+
+def correlation_pvalue(first: np.ndarray, second: np.ndarray) -> float:
+  """Two-sided test of zero correlation of paired samples: ``z = r sqrt(n) ~ N(0, 1)``.
+
+  Asymptotically, for independent pairs with finite variances.
+  """
+  first = np.asarray(first, np.float64).ravel()
+  second = np.asarray(second, np.float64).ravel()
+  r = float(np.corrcoef(first, second)[0, 1])
+  return z_pvalue(r * np.sqrt(first.size), 0.0, 1.0)
+
+
+def runs_pvalue(bits: np.ndarray) -> float:
+  """Wald-Wolfowitz runs test of a boolean sequence against independence.
+
+  Given ``n1`` ones and ``n0`` zeros in ``n`` draws, the number of runs ``R`` has mean
+  ``1 + 2 n0 n1 / n`` and variance ``2 n0 n1 (2 n0 n1 - n) / (n**2 (n - 1))`` under the
+  null; ``z`` is asymptotically N(0, 1).
+  """
+  bits = np.asarray(bits, bool).ravel()
+  n = bits.size
+  n1 = int(np.count_nonzero(bits))
+  n0 = n - n1
+  runs = 1 + int(np.count_nonzero(bits[1:] != bits[:-1]))
+  mean = 1 + 2 * n0 * n1 / n
+  var = 2 * n0 * n1 * (2 * n0 * n1 - n) / (n**2 * (n - 1))
+  return z_pvalue(runs, mean, np.sqrt(var))

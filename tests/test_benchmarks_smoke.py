@@ -42,6 +42,7 @@ def test_quick_run_writes_report_then_refuses_to_overwrite(
   data = json.loads(json_path.read_text())
   contenders = [
     benchmarks.JDROP,
+    benchmarks.FAST,
     benchmarks.UNFUSED,
     benchmarks.FLAX,
     benchmarks.BERNOULLI,

@@ -28,6 +28,7 @@ from jax.typing import ArrayLike
 
 from jdrop._src import dropout as _dropout
 from jdrop._src import errors
+from jdrop._src import masks
 from jdrop._src import order as _order
 
 # ----------------------------------------------------------------------------
@@ -106,7 +107,7 @@ class _Stochastic(nn.Module):
 
   _pure: ClassVar[Callable[..., jax.Array]]
   _positional: ClassVar[tuple[str, ...]] = ()
-  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims",)
+  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims", "fast")
   _allow_one: ClassVar[bool] = True
 
   def __call__(
@@ -123,6 +124,8 @@ class _Stochastic(nn.Module):
     deterministic, key = _resolve(self, fn, deterministic, rng, allow_one=self._allow_one)
     positional = [getattr(self, name) for name in self._positional]
     options = {name: getattr(self, name) for name in self._options}
+    if "fast" in options:
+      options["fast"] = masks.check_fast(fn, options["fast"])
     pure = type(self)._pure
     return pure(key, inputs, *positional, rate=self.rate, deterministic=deterministic, **options)
 
@@ -149,6 +152,8 @@ class Dropout(_Stochastic, nn.Dropout):
     deterministic: if True, return the inputs unchanged; merged with the call's argument,
       exactly one of the two must be given.
     rng_collection: the rng stream the mask's key is drawn from.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import flax.linen as nn, jax, jax.numpy as jnp, jdrop.flax
@@ -169,6 +174,7 @@ class Dropout(_Stochastic, nn.Dropout):
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
+  fast: bool = False
 
 
 class AlphaDropout(_Stochastic):
@@ -181,6 +187,8 @@ class AlphaDropout(_Stochastic):
     broadcast_dims: axes along which one mask value is shared.
     deterministic: if True, return the inputs unchanged (merged with the call's argument).
     rng_collection: the rng stream the mask's key is drawn from.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jdrop, jdrop.flax
@@ -196,6 +204,7 @@ class AlphaDropout(_Stochastic):
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
+  fast: bool = False
 
 
 class GaussianDropout(_Stochastic):
@@ -235,6 +244,8 @@ class DropPath(_Stochastic):
     rate: the drop probability in [0, 1].
     deterministic: if True, return the inputs unchanged (merged with the call's argument).
     rng_collection: the rng stream the mask's key is drawn from.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jdrop.flax
@@ -245,11 +256,12 @@ class DropPath(_Stochastic):
   """
 
   _pure = staticmethod(_dropout.drop_path)
-  _options = ()
+  _options = ("fast",)
 
   rate: ArrayLike
   deterministic: bool | None = None
   rng_collection: str = "dropout"
+  fast: bool = False
 
 
 class ActivationDropout(_Stochastic):
@@ -267,6 +279,8 @@ class ActivationDropout(_Stochastic):
     broadcast_dims: axes along which one mask value is shared.
     deterministic: if True, no dropout (merged with the call's argument).
     rng_collection: the rng stream the mask's key is drawn from.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jdrop.flax
@@ -282,7 +296,7 @@ class ActivationDropout(_Stochastic):
 
   _pure = staticmethod(_order.activation_dropout)
   _positional = ("activation",)
-  _options = ("order", "broadcast_dims")
+  _options = ("order", "broadcast_dims", "fast")
 
   activation: Callable[[jax.Array], jax.Array] | str
   rate: ArrayLike
@@ -290,3 +304,4 @@ class ActivationDropout(_Stochastic):
   broadcast_dims: Sequence[int] = ()
   deterministic: bool | None = None
   rng_collection: str = "dropout"
+  fast: bool = False

@@ -55,10 +55,12 @@ class _Stochastic(nnx.Module):
     deterministic: bool | None = False,
     rng_collection: str = "dropout",
     rngs: RngsArg = None,
+    fast: bool = False,
   ) -> None:
     fn = self._name()
     self.rate = rate
     masks.check_rate(fn, self.rate, allow_one=self._allow_one)  # before the stream is forked
+    self.fast = masks.check_fast(fn, fast)
     self.deterministic = deterministic
     self.rng_collection = rng_collection
     if isinstance(rngs, nnx.Rngs):
@@ -158,7 +160,7 @@ class _Stochastic(nnx.Module):
 class _Broadcast(_Stochastic):
   """A module whose mask may be shared along ``broadcast_dims``."""
 
-  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims",)
+  _options: ClassVar[tuple[str, ...]] = ("broadcast_dims", "fast")
 
   def __init__(
     self,
@@ -168,9 +170,12 @@ class _Broadcast(_Stochastic):
     deterministic: bool | None = False,
     rng_collection: str = "dropout",
     rngs: RngsArg = None,
+    fast: bool = False,
   ) -> None:
     self.broadcast_dims = broadcast_dims
-    super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+    super().__init__(
+      rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs, fast=fast
+    )
 
 
 # Our `rate` is wider (an array rate works) than flax.nnx.Dropout's float: mypy's misc.
@@ -198,6 +203,8 @@ class Dropout(_Broadcast, nnx.Dropout):  # type: ignore[misc]
       set by ``model.train()`` / ``model.eval()``.
     rng_collection: the stream of ``rngs`` to fork for this module.
     rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None to pass rngs at call time.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax.numpy as jnp, jdrop.nnx
@@ -228,6 +235,8 @@ class AlphaDropout(_Broadcast):
     deterministic: if True, return the inputs unchanged (overridden by the call's argument).
     rng_collection: the stream of ``rngs`` to fork for this module.
     rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None to pass rngs at call time.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jdrop, jdrop.nnx
@@ -262,6 +271,16 @@ class GaussianDropout(_Stochastic):
   _pure = staticmethod(_dropout.gaussian_dropout)
   _allow_one = False
 
+  def __init__(
+    self,
+    rate: ArrayLike,
+    *,
+    deterministic: bool | None = False,
+    rng_collection: str = "dropout",
+    rngs: RngsArg = None,
+  ) -> None:  # no fast: gaussian noise has no mask
+    super().__init__(rate, deterministic=deterministic, rng_collection=rng_collection, rngs=rngs)
+
 
 class DropPath(_Stochastic):
   """Stochastic depth: drops whole examples along axis 0 (:func:`jdrop.drop_path`).
@@ -274,6 +293,8 @@ class DropPath(_Stochastic):
     deterministic: if True, return the inputs unchanged (overridden by the call's argument).
     rng_collection: the stream of ``rngs`` to fork for this module.
     rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None to pass rngs at call time.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax.numpy as jnp, jdrop.nnx
@@ -284,6 +305,7 @@ class DropPath(_Stochastic):
   """
 
   _pure = staticmethod(_dropout.drop_path)
+  _options = ("fast",)
 
 
 class ActivationDropout(_Broadcast):
@@ -302,6 +324,8 @@ class ActivationDropout(_Broadcast):
     deterministic: if True, no dropout (overridden by the call's argument).
     rng_collection: the stream of ``rngs`` to fork for this module.
     rngs: an ``nnx.Rngs`` or ``nnx.RngStream`` to fork, or None to pass rngs at call time.
+    fast: draw the fast mask (:func:`jdrop.keep_mask` with ``fast=True``): not Flax's bits,
+      cheaper, the keep probability rounded to a multiple of ``2**-16``.
 
   Example:
     >>> import jax, jax.numpy as jnp, jdrop.nnx
@@ -315,7 +339,7 @@ class ActivationDropout(_Broadcast):
 
   _pure = staticmethod(_order.activation_dropout)
   _positional = ("activation",)
-  _options = ("order", "broadcast_dims")
+  _options = ("order", "broadcast_dims", "fast")
 
   def __init__(
     self,
@@ -327,6 +351,7 @@ class ActivationDropout(_Broadcast):
     deterministic: bool | None = False,
     rng_collection: str = "dropout",
     rngs: RngsArg = None,
+    fast: bool = False,
   ) -> None:
     self.activation = activation
     self.order = order
@@ -336,4 +361,5 @@ class ActivationDropout(_Broadcast):
       deterministic=deterministic,
       rng_collection=rng_collection,
       rngs=rngs,
+      fast=fast,
     )

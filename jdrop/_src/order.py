@@ -83,6 +83,7 @@ def both_orders(
   *,
   rate: ArrayLike,
   broadcast_dims: Sequence[int] = (),
+  fast: bool = False,
 ) -> Orders:
   r"""Pre- and post-activation dropout of ``x`` on the same mask.
 
@@ -100,6 +101,8 @@ def both_orders(
     activation: an elementwise callable or a name from :mod:`jdrop.activations`.
     rate: the drop probability in [0, 1]; may be traced.
     broadcast_dims: axes along which the mask is shared.
+    fast: a Python bool: draw the fast mask of :func:`jdrop.keep_mask` (both orders
+      then scale by its keep probability, ``1 - rate`` rounded to a multiple of ``2**-16``).
 
   Returns:
     ``Orders(pre, post, mask)``.
@@ -120,8 +123,9 @@ def both_orders(
   masks.check_rate(fn, rate)
   f = resolve_activation(fn, activation)
   dims = _dropout.check_broadcast_dims(fn, broadcast_dims, x.ndim)
-  keep, invalid = masks.keep_probability(rate), masks.invalid_rate(rate)
-  mask = masks.draw_keep_mask(key, _dropout.mask_shape(x.shape, dims), keep)
+  fast = masks.check_fast(fn, fast)
+  keep, invalid = masks.keep_probability(rate, fast=fast), masks.invalid_rate(rate)
+  mask = masks.draw_keep_mask(key, _dropout.mask_shape(x.shape, dims), keep, fast=fast)
   pre = _apply(fn, f, _dropout.masked(x, mask, keep, invalid=invalid))
   post = _dropout.masked(_apply(fn, f, x), mask, keep, invalid=invalid)
   return Orders(pre=pre, post=post, mask=mask)
@@ -136,6 +140,7 @@ def activation_dropout(
   order: str,
   broadcast_dims: Sequence[int] = (),
   deterministic: bool | ArrayLike = False,
+  fast: bool = False,
 ) -> jax.Array:
   r"""An activation combined with dropout in a chosen order.
 
@@ -152,6 +157,7 @@ def activation_dropout(
     order: ``"pre"`` or ``"post"``.
     broadcast_dims: axes along which the mask is shared.
     deterministic: if True, no dropout (evaluation mode).
+    fast: a Python bool: use :func:`jdrop.dropout`'s fast mask.
 
   Returns:
     An array with the shape and dtype of ``x``.
@@ -175,5 +181,5 @@ def activation_dropout(
   f = resolve_activation(fn, activation)
   x = _dropout.check_x(fn, x)
   if order == "pre":
-    return _apply(fn, f, _dropout._dropout(fn, key, x, rate, broadcast_dims, deterministic))
-  return _dropout._dropout(fn, key, _apply(fn, f, x), rate, broadcast_dims, deterministic)
+    return _apply(fn, f, _dropout._dropout(fn, key, x, rate, broadcast_dims, deterministic, fast))
+  return _dropout._dropout(fn, key, _apply(fn, f, x), rate, broadcast_dims, deterministic, fast)

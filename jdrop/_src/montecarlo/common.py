@@ -43,8 +43,10 @@ class Comparison(NamedTuple):
     max_abs_diff: the largest ``|pre - post|`` over every mask and element (``inf`` where
       one side is NaN, 0 where both are).
     num_masks: the number of masks.
-    rate: the drop rate.
+    rate: the drop rate, as requested.
     rtol: the relative tolerance used for ``mismatch_fraction``.
+    fast: whether the masks were the fast ones (keep probability ``1 - rate`` rounded to a
+      multiple of ``2**-16``; see ``compare_orders``).
   """
 
   pre: Moments
@@ -55,6 +57,7 @@ class Comparison(NamedTuple):
   num_masks: int
   rate: float
   rtol: float
+  fast: bool = False
 
 
 class Exact(NamedTuple):

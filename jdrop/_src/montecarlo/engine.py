@@ -140,8 +140,9 @@ def _program(
   impl: str,
   chunk: int,
   devices: tuple[jax.Device, ...],
+  fast: bool,
 ) -> _Program:
-  """The compiled programs for one (f, x shape, dtype, key impl, chunk, devices)."""
+  """The compiled programs for one (f, x shape, dtype, key impl, chunk, devices, fast)."""
   acc = masks.compute_dtype(dtype)
   mesh = Mesh(np.array(devices), (_AXIS,))
   num_devices = len(devices)
@@ -178,7 +179,7 @@ def _program(
     offsets = jnp.arange(chunk, dtype=jnp.uint32)
 
     def draw(index: jax.Array) -> jax.Array:
-      return masks.draw_keep_mask(jax.random.fold_in(key, index), shape, keep)
+      return masks.draw_keep_mask(jax.random.fold_in(key, index), shape, keep, fast=fast)
 
     def never(index: jax.Array) -> jax.Array:  # the branch not taken (num_masks is >= 1)
       return jnp.broadcast_to(index < 0, shape)
@@ -273,6 +274,7 @@ def compare_orders(
   chunk_size: int | None = None,
   devices: Sequence[jax.Device] | None = None,
   progress: Callable[[int, int], None] | None = None,
+  fast: bool = False,
 ) -> Comparison:
   r"""Statistics of both orders of dropout over ``num_masks`` masks, the same mask for both.
 
@@ -312,6 +314,11 @@ def compare_orders(
     devices: the devices to shard the masks over; default ``jax.devices()``.
     progress: called as ``progress(masks_done, num_masks)`` after each part of the loop;
       with it the loop runs as about 100 calls instead of one.
+    fast: a Python bool: draw mask ``i`` as ``keep_mask(fold_in(key, i), x.shape,
+      rate=rate, fast=True)``, a cheaper mask whose keep probability ``q`` is ``1 - rate``
+      rounded to a multiple of ``2**-16``. Both orders scale by that ``q``, so the
+      statistics are those of dropout at the rate ``1 - q`` (within ``2**-17`` of
+      ``rate``; compare with :func:`exact_moments` at that rate for an exact match).
 
   Returns:
     A :class:`Comparison`; arrays have the shape of ``x`` and x's dtype promoted to at
@@ -337,6 +344,7 @@ def compare_orders(
   key = masks.check_key(fn, key)
   x = _dropout.check_x(fn, x)
   masks.check_rate(fn, rate)
+  fast = masks.check_fast(fn, fast)
   f = order.resolve_activation(fn, f)
   num_masks = errors.check_count(fn, "num_masks", num_masks, upper=MAX_MASKS, example="10_000")
   acc = masks.compute_dtype(x.dtype)  # the statistics' dtype: x's, at least float32
@@ -357,13 +365,15 @@ def compare_orders(
     )  # fmt: skip
   reference = order._apply(fn, f, x)  # also checks that f keeps the shape and dtype
 
-  program = _program(f, x.shape, x.dtype, str(jax.random.key_impl(key)), chunk_size, devices)
+  impl = str(jax.random.key_impl(key))
+  program = _program(f, x.shape, x.dtype, impl, chunk_size, devices, fast)
+  keep = np.asarray(masks.keep_probability(rate, fast=fast))
   # Host (numpy) arguments: under jax.distributed every process passes the same values and
   # jit treats them as replicated over the global mesh.
   arguments = (
     np.asarray(jax.random.key_data(key)),
     np.asarray(x),
-    np.asarray(masks.keep_probability(rate)),
+    keep,
     np.uint32(num_masks),
   )
   total_steps = -(-num_masks // program.masks_per_step)
@@ -379,7 +389,7 @@ def compare_orders(
       progress(min(num_masks, (first + steps) * program.masks_per_step), num_masks)
   result = jax.tree.map(np.asarray, program.finish(totals))
   count = int(result.seen)
-  fx_kept = _dropout.masked(reference, jnp.ones(x.shape, bool), masks.keep_probability(rate))
+  fx_kept = _dropout.masked(reference, jnp.ones(x.shape, bool), jnp.asarray(keep))
   return Comparison(
     pre=_moments(result.pre_mean, result.pre_m2, count, acc),
     post=_two_valued(result.kept, count, np.asarray(fx_kept), acc),
@@ -389,4 +399,5 @@ def compare_orders(
     num_masks=count,
     rate=float(np.asarray(rate)),
     rtol=rtol,
+    fast=fast,
   )

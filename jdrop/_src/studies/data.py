@@ -145,7 +145,7 @@ def load_mnist1d(*, seed: int = 42) -> Dataset:
   if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
     raise errors.value_error(fn, "seed", "must be a non-negative int", seed, "Use e.g. seed=42.")
   try:
-    from mnist1d import data as mnist1d  # an optional dependency: the report extra has it
+    from mnist1d import data as mnist1d  # type: ignore[import-untyped]  # optional: the report extra
   except ImportError as err:
     raise ImportError(
       f"{fn}: needs the mnist1d package, which is not installed. Install it with"
