@@ -151,9 +151,11 @@ class Audit:
       return None
     mean = _concat(estimate.mean)
     se = _concat(estimate.stderr)
-    rms = math.sqrt(float(np.mean(_concat(self.eval_output) ** 2))) or 1.0
     if not mean.size:
-      return 0.0, 0.0
+      return None  # no numeric output to take a mean of
+    numeric = [v for v in jax.tree.leaves(self.eval_output) if np.asarray(v).dtype.kind in "biufc"]
+    rms = math.sqrt(float(np.mean(_concat(numeric) ** 2))) if numeric else 1.0
+    rms = rms or 1.0
     signal = float(np.mean(mean**2) - np.mean(se**2))
     return math.sqrt(max(signal, 0.0)) / rms, math.sqrt(float(np.mean(se**2))) / rms
 
@@ -211,19 +213,31 @@ def _cell(pair: tuple[float, float] | None) -> str:
   return "-" if pair is None else f"{pair[0]:.3g} ± {pair[1]:.2g}"
 
 
-def _pair(pair: tuple[float, float] | None) -> dict[str, float] | None:
-  return None if pair is None else {"bias": pair[0], "noise": pair[1]}
+def _pair(pair: tuple[float, float] | None) -> dict[str, Any] | None:
+  return None if pair is None else {"bias": _finite(pair[0]), "noise": _finite(pair[1])}
+
+
+def _finite(value: Any) -> Any:
+  """``value`` for JSON: non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
+  if isinstance(value, list):
+    return [_finite(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+  return value
 
 
 def _concat(tree: Any) -> np.ndarray:
-  leaves = [np.asarray(leaf, np.float64).ravel() for leaf in jax.tree.leaves(tree)]
+  """Every leaf's magnitudes as one float64 vector (complex leaves by their modulus)."""
+  leaves = [np.abs(np.asarray(leaf)).astype(np.float64).ravel() for leaf in jax.tree.leaves(tree)]
   return np.concatenate(leaves) if leaves else np.zeros(0)
 
 
 def _tolist(tree: Any) -> Any:
   def one(leaf: Any) -> Any:
-    array = np.asarray(leaf, np.float64)
-    return np.where(np.isfinite(array), array, np.nan).tolist() if array.size else []
+    array = np.asarray(leaf)
+    if np.iscomplexobj(array):  # JSON has no complex numbers: [real, imaginary] pairs
+      array = np.stack([array.real, array.imag], axis=-1)
+    return _finite(array.astype(np.float64).tolist())
 
   return jax.tree.map(one, tree)
 
@@ -512,12 +526,35 @@ def _rate(site: finder.RawSite, graph: graphs.Graph, env: dict[int, Any]) -> flo
   zeros = jnp.zeros(aval.shape, aval.dtype)
   if np.any(np.asarray(interpret._evaluate(site.nodes, env, {site.x_in: zeros}, site.y_out))):
     return "it maps 0 to something other than 0 (not inverted dropout)"
-  divisor = _divisor(site, graph, env)
-  if divisor is not None:
-    return float(f"{1.0 - divisor:.6g}")
+  keep = _bernoulli_probability(site, graph, env)
+  if keep is None:  # jdrop's fused masks: the keep probability it divides by (float32 or wider)
+    keep = _divisor(site, graph, env)
+  if keep is not None:
+    return float(f"{1.0 - keep:.6g}")
   if not kept.size:
     return 1.0 if values.size else 0.0
   return float(f"{1.0 - 1.0 / kept[0]:.6g}")
+
+
+def _bernoulli_probability(
+  site: finder.RawSite, graph: graphs.Graph, env: dict[int, Any]
+) -> float | None:
+  """The ``p`` of a ``jax.random.bernoulli(key, p)`` that the site's mask comes from (Flax's
+  dropout divides in the input's dtype, so its divisor is rounded in bfloat16; ``p`` is not)."""
+  todo = [r for n in site.nodes for r in n.ins if isinstance(r, int) and graph.flag(r) == 1]
+  seen: set[int] = set()
+  while todo and len(seen) < 64:
+    ref = todo.pop()
+    node = graph.producer.get(ref)
+    if ref in seen or node is None:
+      continue
+    seen.add(ref)
+    if node.name in ("jit", "pjit") and node.params.get("name") == "_bernoulli":
+      p = node.ins[1]
+      value = np.asarray(p.value if isinstance(p, graphs.Const) else env[p], np.float64)
+      return float(value) if value.size == 1 else None
+    todo += [r for r in node.ins if isinstance(r, int)]
+  return None
 
 
 def _divisor(site: finder.RawSite, graph: graphs.Graph, env: dict[int, Any]) -> float | None:
@@ -628,7 +665,16 @@ def _numeric(value: Any) -> bool:
   dtype = getattr(value, "dtype", None)
   if dtype is None:
     return False
-  return not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and np.dtype(dtype).kind in "biuf"
+  return not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and np.dtype(dtype).kind in "biufc"
+
+
+def _accumulator(value: Any) -> Any:
+  """float32 for real outputs, complex64 for complex ones."""
+  return jnp.complex64 if np.iscomplexobj(value) else jnp.float32
+
+
+def _wide(value: Any) -> Any:
+  return np.complex128 if np.iscomplexobj(value) else np.float64
 
 
 def _plain(value: Any) -> Any:
@@ -678,14 +724,14 @@ class _Program:
     ]
     sharding = NamedSharding(mesh, PartitionSpec("masks"))
     reference = [
-      jnp.asarray(v, jnp.float32) for v, ok in zip(self.eval, self.numeric, strict=True) if ok
+      jnp.asarray(v, _accumulator(v)) for v, ok in zip(self.eval, self.numeric, strict=True) if ok
     ]
     numeric = self.numeric
 
     def sample(key: jax.Array, switches: jax.Array, consts: Any, args: Any) -> list[jax.Array]:
       leaves = interpret.run(graph, found, [key, *args], {}, consts=consts, switches=switches)
       leaves = [v for v, ok in zip(leaves, numeric, strict=True) if ok]
-      return [jnp.asarray(v, jnp.float32) - e for v, e in zip(leaves, reference, strict=True)]
+      return [jnp.asarray(v, e.dtype) - e for v, e in zip(leaves, reference, strict=True)]
 
     def step(
       key: jax.Array, start: jax.Array, switches: jax.Array, consts: Any, args: Any
@@ -698,7 +744,7 @@ class _Program:
 
       def moments(d: jax.Array) -> tuple[jax.Array, jax.Array]:
         d = jnp.where(valid.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0)
-        return jnp.sum(d, axis=0), jnp.sum(d * d, axis=0)
+        return jnp.sum(d, axis=0), jnp.sum(jnp.abs(d) ** 2, axis=0)
 
       return [moments(d) for d in outs]
 
@@ -709,7 +755,7 @@ class _Program:
     on = jnp.asarray(switches, jnp.int32)
     for start in range(0, self.num_masks, self.chunk):
       chunk = self.step(self.key, jnp.uint32(start), on, self.consts, self.args)
-      part = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in chunk]
+      part = [(np.asarray(a, _wide(a)), np.asarray(b, np.float64)) for a, b in chunk]
       totals = (
         part
         if not totals
@@ -725,7 +771,10 @@ class _Program:
         errs.append(None)
         continue
       s1, s2 = next(sums)
-      var = np.maximum(s2 - s1 * s1 / n, 0) / max(n - 1, 1)
+      if n < 2:  # one mask: no standard error, and so no claim of a bias
+        var = np.full(np.shape(s2), np.nan)
+      else:
+        var = np.maximum(s2 - np.abs(s1) ** 2 / n, 0) / (n - 1)
       means.append(s1 / n)
       errs.append(np.sqrt(var / n))
     return means, errs

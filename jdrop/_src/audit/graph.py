@@ -134,6 +134,9 @@ def trace(f: Any, key: Any, args: Sequence[Any]) -> tuple[core.ClosedJaxpr, Any]
   """``make_jaxpr(f)(key, *args)`` with module paths in the name stacks, and the output tree."""
   # A new function each time: make_jaxpr caches the trace of a function it has seen (and
   # jit's traces too), with the name stacks of that earlier trace.
+  # A jitted f keeps its own cache too: trace the function inside it.
+  while type(f).__name__ == "PjitFunction" and callable(getattr(f, "__wrapped__", None)):
+    f = f.__wrapped__
   fresh = lambda key, *args: f(key, *args)
   with _module_scopes(f, args):
     closed, shapes = jax.make_jaxpr(fresh, return_shape=True)(key, *args)

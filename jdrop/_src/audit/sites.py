@@ -372,21 +372,19 @@ class _Finder:
     return True
 
   def nonlinear(self, region: Region | None, site: RawSite) -> Region | None:
-    """``region`` unless it is a linear map only (scalings, negations, float casts: ``x / 255``
-    is not an activation, and moving a dropout across it changes only the rounding)."""
+    """``region`` unless it is a linear map only: scalings by constants or parameters
+    (``x / 255``, a LayerScale's ``x * gamma``), negations, float casts. Those are not
+    activations, and moving a dropout across them changes only the rounding."""
     if region is None:
       return None
     for node in region.nodes:
       flowing = [r for r in node.ins if self.flowing(r, site)]
-      if node.name in ("neg", "copy", "convert_element_type") and len(flowing) == 1:
+      if len(flowing) != 1:
+        return region
+      if node.name in ("neg", "copy", "convert_element_type"):
         continue
-      if node.name in ("mul", "div") and len(flowing) == 1:
-        chain = flowing[0]
-        others = [r for r in node.ins if r is not chain]
-        if (node.name == "mul" or node.ins[0] is chain) and all(
-          self.uniform(r) or self.data(r) for r in others
-        ):
-          continue
+      if node.name == "mul" or (node.name == "div" and node.ins[0] is flowing[0]):
+        continue
       return region
     return None
 
