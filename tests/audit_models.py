@@ -8,7 +8,24 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+import jdrop
+
+
+def same(a, b):
+  """Whether two pytrees have the same structure and bit-identical leaves."""
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  return all(bool((np.asarray(u) == np.asarray(v)).all()) for u, v in zip(la, lb, strict=True))
+
+
+def site_rows(f, *args, num_masks):
+  """``(audit, [(path, kind, activation, order) per site])``."""
+  audit = jdrop.audit(f, *args, num_masks=num_masks)
+  return audit, [(s.path, s.kind, s.activation, s.order) for s in audit.sites]
+
 
 X = jnp.linspace(-2.0, 2.0, 24, dtype=jnp.float32).reshape(4, 6)
 

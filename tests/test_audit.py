@@ -29,11 +29,7 @@ X = models.X
 KEY = jax.random.key(7)
 
 
-def _same(a, b):
-  return all(
-    bool((np.asarray(u) == np.asarray(v)).all())
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-  )
+_same = models.same
 
 
 # ----------------------------------------------------------------------------
@@ -253,8 +249,7 @@ def test_post_activation_dropout_before_linear_maps_only_has_zero_bias():
 
 
 def _sites(f, *args):
-  audit = jdrop.audit(f, *args, num_masks=4)
-  return audit, [(s.path, s.kind, s.activation, s.order) for s in audit.sites]
+  return models.site_rows(f, *args, num_masks=4)
 
 
 def test_jdrop_module_family_and_attention():

@@ -23,6 +23,7 @@ from flax import nnx
 import jdrop
 import jdrop.flax
 import jdrop.nnx
+from tests import audit_models as models
 
 X = jnp.linspace(-2.0, 2.0, 24, dtype=jnp.float32).reshape(4, 6)
 W = jnp.linspace(-1.0, 1.0, 48, dtype=jnp.float32).reshape(6, 8)
@@ -30,15 +31,11 @@ KEY = jax.random.key(7)
 RATE = 0.3
 
 
-def _same(a, b):
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  return all(bool((np.asarray(u) == np.asarray(v)).all()) for u, v in zip(la, lb, strict=True))
+_same = models.same
 
 
 def _sites(f, *args, num_masks=4):
-  audit = jdrop.audit(f, *args, num_masks=num_masks)
-  return audit, [(s.path, s.kind, s.activation, s.order) for s in audit.sites]
+  return models.site_rows(f, *args, num_masks=num_masks)
 
 
 def _assert_reorders(pre, post, *args, commutes=False):

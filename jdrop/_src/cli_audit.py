@@ -19,6 +19,7 @@ from typing import Any
 from jdrop._src import cli_args
 from jdrop._src import cli_mc
 from jdrop._src import errors
+from jdrop._src.audit import api as audit_api
 
 _FN = "python -m jdrop audit"
 
@@ -134,8 +135,8 @@ def _text(result: Any) -> str:
         site.order or "-",
         verdict.pathwise.status if verdict else "-",
         verdict.expectation.status if verdict else "-",
-        _cell(result.summary(site)),
-        _cell(result.summary(site, moved=True)),
+        audit_api.cell(result.summary(site)),
+        audit_api.cell(result.summary(site, moved=True)),
       )
     )
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -147,7 +148,3 @@ def _text(result: Any) -> str:
   lines += [f"not audited: {u}" for u in result.unseen]
   lines += [f"note: {n}" for n in result.notes]
   return "\n".join(lines)
-
-
-def _cell(pair: tuple[float, float] | None) -> str:
-  return "-" if pair is None else f"{pair[0]:.3g} ± {pair[1]:.2g}"

@@ -173,7 +173,7 @@ class Audit:
         f"| `{site.path}` | {site.kind} | {site.rate:g} | {site.activation or '-'} "
         f"| {site.order or '-'} | {verdict.pathwise.status if verdict else '-'} "
         f"| {verdict.expectation.status if verdict else '-'} "
-        f"| {_cell(self.summary(site))} | {_cell(self.summary(site, moved=True))} |"
+        f"| {cell(self.summary(site))} | {cell(self.summary(site, moved=True))} |"
       )
     out = "\n".join(rows)
     out += (
@@ -209,7 +209,8 @@ class Audit:
     return self.to_markdown()
 
 
-def _cell(pair: tuple[float, float] | None) -> str:
+def cell(pair: tuple[float, float] | None) -> str:
+  """A ``(bias, noise)`` summary as a table cell: ``0.0123 ± 0.004``, or ``-``."""
   return "-" if pair is None else f"{pair[0]:.3g} ± {pair[1]:.2g}"
 
 
