@@ -8,6 +8,9 @@ one reading is right, and every sentence that depends on a sign or a count is ch
 from __future__ import annotations
 
 import copy
+import difflib
+import os
+import pathlib
 
 import pytest
 
@@ -243,8 +246,8 @@ def test_claims_zero_to_zero_is_the_wrong_reason():
 @pytest.mark.parametrize(
   ("sigmoid", "headline"),
   [
-    (paired("sigmoid", 0.3, -0.04, -0.01), "did train better (rates [0.3], significant after Holm"),
-    (paired("sigmoid", 0.3, 0.01, 0.04), "trained worse (rates [0.3], significant after Holm"),
+    (paired("sigmoid", 0.3, -0.04, -0.01), "did train better (rate 0.3, significant after Holm"),
+    (paired("sigmoid", 0.3, 0.01, 0.04), "trained worse (rate 0.3, significant after Holm"),
     (paired("sigmoid", 0.3, -0.01, 0.04), "no difference for sigmoid that survives Holm"),
     (
       paired("sigmoid", 0.3, -0.04, -0.01, p_holm=0.3),
@@ -271,3 +274,90 @@ def test_claims_sigmoid_headline_when_tasks_disagree():
   assert "the order mattered in opposite directions: pre-activation dropout trained better" in line
   assert "no difference for sigmoid" not in line
   assert "digits, rate 0.3: -1.60 points" in line and "MNIST-1D, rate 0.3: +1.50 points" in line
+
+
+# ----------------------------------------------------------------------------
+# The whole text, against a reviewed copy.
+#
+# The tests above check the sentences that carry a sign or a count. The report's other words
+# are claims too (which paper does what, what a dropped unit sends), so the full answer and
+# claims rendered from the cases below are compared with tests/golden/report_text.md, a copy
+# read and checked by hand. A change to the wording fails here; after reading the diff,
+# rewrite the copy with JDROP_UPDATE_GOLDEN=1 pytest tests/test_report_claims.py.
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "report_text.md"
+
+
+def gap(pre: float, pre_stderr: float, post: float, post_stderr: float) -> dict:
+  """A measured mean shift per order with its standard error, and made-up exact values."""
+  return {
+    "pre": {"mean_shift": pre, "mean_shift_stderr": pre_stderr},
+    "post": {"mean_shift": post, "mean_shift_stderr": post_stderr},
+    "exact": {"pre": {"mean_shift": pre / 2}, "post": {"mean_shift": post / 4}},
+  }
+
+
+def with_gaps(commutation: dict) -> dict:
+  """``commutation`` with measured gaps for exponential and sigmoid at two rates: at 0.5 (the
+  largest, the one reported) one shift is exactly 3 standard errors from 0 and one 3.5."""
+  out = copy.deepcopy(commutation)
+  gaps = {
+    "exponential": {"0.1": gap(9.0, 1.0, 9.0, 1.0), "0.5": gap(0.75, 0.25, 0.875, 0.25)},
+    "sigmoid": {"0.5": gap(-0.625, 0.125, 0.375, 0.125), "0.25": gap(5.0, 1.0, 5.0, 1.0)},
+  }
+  for row in out["rows"]:
+    row["gaps"] = gaps.get(row["activation"], {})
+  return out
+
+
+def golden_cases() -> dict[str, dict]:
+  """Study results that between them take every branch of ``answer`` and ``claims``."""
+  ulps = with_gaps(COMMUTATION)
+  ulps["rows"][0]["verdict"]["float_level"]["dtypes"][0].update(bit_identical=False, max_ulps=2)
+  only_relu = {"rows": COMMUTATION["rows"][:1]}
+  flipped = training(paired("sigmoid", 0.3, -0.04, -0.01), paired("tanh", 0.5, -0.05, -0.02))
+  return {
+    "one task, sigmoid post better": {"commutation": with_gaps(COMMUTATION), "training": KNOWN},
+    "one task, sigmoid pre better, relu not bit-identical": {
+      "commutation": ulps,
+      "training": dict(flipped, identity=[{"variant": "relu", "bit_identical": False}]),
+    },
+    "two tasks": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": two_tasks(
+        ("sigmoid", 0.5, -0.02, -0.03),
+        ("sigmoid", 0.1, -0.01, 0.02),
+        ("tanh", 0.5, 0.01, 0.0),
+        ("gelu", 0.5, 0.01, -0.01),
+        ("relu", 0.5, 0.0, 0.0),
+      ),
+    },
+    "two tasks, nothing significant": {
+      "commutation": only_relu,
+      "training": two_tasks(("sigmoid", 0.5, 0.0, 0.0), ("relu", 0.5, 0.0, 0.0)),
+    },
+    "no training": {"commutation": with_gaps(COMMUTATION)},
+    "no commutation": {"training": KNOWN},
+    "neither": {},
+  }
+
+
+def golden_text() -> str:
+  parts = []
+  for name, results in golden_cases().items():
+    parts += [f"<!-- case: {name} -->", "", report.answer(results), "", report.claims(results)]
+    if results.get("training"):
+      parts += ["", report._training_answer(results["training"])]
+    parts.append("")
+  return "\n".join(parts)
+
+
+def test_answer_and_claims_match_the_reviewed_text():
+  text = golden_text()
+  if os.environ.get("JDROP_UPDATE_GOLDEN"):
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(text, encoding="utf-8")
+  expected = GOLDEN.read_text(encoding="utf-8")
+  if text != expected:
+    diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), "reviewed", "now")
+    pytest.fail("the report's text changed:\n" + "\n".join(list(diff)[:80]))

@@ -528,21 +528,25 @@ def answer(results: dict) -> str:
     identical = _relu_identical(training)
     if identical:
       parts.append(", and relu trains to bit-identical parameters in both orders")
-    parts.append(
-      f". For every other activation the two orders are different networks, and f(0) = 0 is"
-      f" not the reason they agree: {len(differ)} of the {len(zero)} activations with"
-      f" f(0) = 0 still differ (each with a certified counterexample, e.g."
-      f" {', '.join(differ[:3])})."
-    )
+    if differ:
+      parts.append(
+        f". For every other activation the two orders are different networks, and f(0) = 0 is"
+        f" not the reason they agree: {len(differ)} of the {len(zero)} activations with"
+        f" f(0) = 0 still differ (each with a certified counterexample, e.g."
+        f" {', '.join(differ[:3])})."
+      )
+    else:
+      parts.append(f". Every one of the {len(zero)} activations checked with f(0) = 0 commutes.")
   if training:
     paired = _paired(training)
     pre_better = _significant(paired, lambda p: p["mean"] < 0)
     post_better = _significant(paired, lambda p: p["mean"] > 0)
     count = sum(len(rates) for rates in (*pre_better.values(), *post_better.values()))
     verdicts = _replicated(training)
+    then = " then" if commutation else ""
     if verdicts is None:
       parts.append(
-        f" Which order trains better is then an empirical, activation-specific question: on"
+        f" Which order trains better is{then} an empirical, activation-specific question: on"
         f" {_data_names(training)} ({len(training.get('seeds', []))} seeds), corrected for"
         f" testing {_family(training)}, the pre-minus-post difference in test error is"
         f" significant for {count} of {len(paired)} (activation, rate) pairs: pre-activation"
@@ -552,15 +556,21 @@ def answer(results: dict) -> str:
       replicated = pre_better
     else:
       parts.append(
-        f" Which order trains better is then an empirical, activation-specific question. On"
+        f" Which order trains better is{then} an empirical, activation-specific question. On"
         f" {len(training['tasks'])} tasks ({_data_names(training)};"
         f" {len(training.get('seeds', []))} seeds each), corrected for testing"
         f" {_family(training)}, the pre-minus-post difference in test error is significant for"
-        f" {count} of {len(paired)} (task, activation, rate) comparisons. The order matters on"
-        f" every task for {_verdict_listing(verdicts, 'everywhere')}; on some tasks only for"
-        f" {_verdict_listing(verdicts, 'somewhere')}; and on none for"
-        f" {_verdict_listing(verdicts, 'nowhere')}."
+        f" {count} of {len(paired)} (task, activation, rate) comparisons."
       )
+      if any(verdict != "nowhere" for verdict, _ in verdicts.values()):
+        parts.append(
+          f" The order matters on every task for {_verdict_listing(verdicts, 'everywhere')}; on"
+          f" some tasks only for {_verdict_listing(verdicts, 'somewhere')}; and on none for"
+          f" {_verdict_listing(verdicts, 'nowhere')}."
+        )
+      else:
+        nowhere = _verdict_listing(verdicts, "nowhere")
+        parts.append(f" The order mattered on no task for any of them ({nowhere}).")
       replicated = {
         a: [r for r, side in cells if side == "pre"]
         for a, (verdict, cells) in verdicts.items()
@@ -720,7 +730,7 @@ def claims(results: dict) -> str:
     " relu(x/q) > 0 iff x > 0.",
   )
   relu = _row(results, "relu")
-  relu_bits = "?"
+  relu_bits = None
   if relu and relu["verdict"] and relu["verdict"].get("float_level"):
     f32 = relu["verdict"]["float_level"]["dtypes"][0]
     relu_bits = "bit for bit" if f32["bit_identical"] else f"within {f32['max_ulps']} ulp"
@@ -729,7 +739,7 @@ def claims(results: dict) -> str:
   training_text = {
     True: "training with the same keys gives bit-identical parameters in both orders",
     False: "yet training did NOT give bit-identical parameters (see the training section)",
-    None: "(training was not run)",
+    None: "training was not run",
   }[identical]
   claim(
     "isn't that producing the exact same results?",
@@ -740,8 +750,13 @@ def claims(results: dict) -> str:
       if proved
       else "Not shown."
     ),
-    f"The checker's verdict for relu, pathwise at every rate: {_status(relu, 'pathwise')}; in"
-    f" float32 under jit the orders agree {relu_bits}; {training_text}. The example's"
+    f"The checker's verdict for relu, pathwise at every rate: {_status(relu, 'pathwise')};"
+    + (
+      f" in float32 under jit the orders agree {relu_bits};"
+      if relu_bits
+      else " the float32 comparison was not run;"
+    )
+    + f" {training_text}. The example's"
     " arithmetic is right because relu(1.5 x) = 1.5 relu(x) for every x.",
   )
   if com:
@@ -762,9 +777,15 @@ def claims(results: dict) -> str:
       "The conclusion is right for relu, the reason is not."
       if wrong
       else "Right for every activation checked here.",
-      f"f(0) = 0 handles dropped units only; a kept unit also needs f(x/q) = f(x)/q, i.e."
-      f" positive homogeneity. {len(wrong)} of the {len(zero)} registry activations with"
-      f" f(0) = 0 do not commute: {', '.join(wrong)}.{cx_text}",
+      "f(0) = 0 handles dropped units only; a kept unit also needs f(x/q) = f(x)/q, i.e."
+      " positive homogeneity. "
+      + (
+        f"{len(wrong)} of the {len(zero)} registry activations with f(0) = 0 do not commute:"
+        f" {', '.join(wrong)}."
+        if wrong
+        else f"All {len(zero)} registry activations checked with f(0) = 0 commute."
+      )
+      + cx_text,
     )
   exp = _row(results, "exponential")
   claim(
@@ -808,7 +829,7 @@ def _gap_text(row: dict | None) -> str:
   return (
     f"; for x ~ N(0, 1) at rate {rate} the train-mode mean moves by {moved('pre')} with"
     f" pre-activation dropout and by {moved('post')} with post-activation dropout (exact:"
-    f" {gap['exact']['pre']['mean_shift']:.3g} and {gap['exact']['post']['mean_shift']:.2g})"
+    f" {gap['exact']['pre']['mean_shift']:.3g} and {gap['exact']['post']['mean_shift']:.3g})"
   )
 
 
@@ -817,26 +838,40 @@ def _sigmoid_headline(training: dict | None) -> str:
   if not rows:
     return "."
   found = [r for r in rows if r["pre_minus_post"].get("significant")]
-  better = [r["rate"] for r in found if r["pre_minus_post"]["mean"] < 0]
-  worse = [r["rate"] for r in found if r["pre_minus_post"]["mean"] > 0]
+  better = [r for r in found if r["pre_minus_post"]["mean"] < 0]
+  worse = [r for r in found if r["pre_minus_post"]["mean"] > 0]
   if better and not worse:
     return (
-      f"; measured here, pre-activation dropout did train better (rates {better}, significant"
-      " after Holm's correction)."
+      f"; measured here, pre-activation dropout did train better ({_where(training, better)},"
+      " significant after Holm's correction)."
     )
   if worse and not better:
     return (
-      f"; measured here, pre-activation dropout trained worse (rates {worse}, significant"
-      " after Holm's correction)."
+      f"; measured here, pre-activation dropout trained worse ({_where(training, worse)},"
+      " significant after Holm's correction)."
     )
   if better and worse:
     return (
       f"; measured here, the order mattered in opposite directions: pre-activation dropout"
-      f" trained better at rates {better} and worse at rates {worse} (each significant after"
-      " Holm's correction; see the replication table for the tasks)."
+      f" trained better ({_where(training, better)}) and worse ({_where(training, worse)}),"
+      " each significant after Holm's correction."
     )
   return (
     "; measured here, the order made no difference for sigmoid that survives Holm's correction."
+  )
+
+
+def _where(training: dict | None, rows: list[dict]) -> str:
+  """``"rates 0.1, 0.3"``, or with tasks ``"digits at rate 0.1; MNIST-1D at rates 0.1, 0.3"``."""
+  if "tasks" not in (training or {}):
+    rates = ", ".join(f"{r['rate']:g}" for r in rows)
+    return f"rate{'s' if len(rows) > 1 else ''} {rates}"
+  names = (training or {})["data"]
+  per_task: dict[str, list[dict]] = {}
+  for r in rows:
+    per_task.setdefault(r["task"], []).append(r)
+  return "; ".join(
+    f"{names[task]['name']} at {_where(None, cells)}" for task, cells in per_task.items()
   )
 
 
