@@ -16,10 +16,12 @@ case $group in
   order) mutate='"jdrop/_src/order.py"'; tests='"tests/test_order.py"' ;;
   masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py", "tests/test_fast.py"' ;;
   dropout) mutate='"jdrop/_src/dropout.py"'; tests='"tests/test_contract.py", "tests/test_order.py", "tests/test_fast.py"' ;;
-  report) mutate='"jdrop/_src/report.py"'; tests='"tests/test_report_claims.py"' ;;
+  report)
+    mutate='"jdrop/_src/report.py"'
+    tests='"tests/test_report_claims.py", "tests/test_report.py"' ;;
   studies)
-    mutate='"jdrop/_src/studies/commutation.py", "jdrop/_src/studies/training.py"'
-    tests='"tests/test_study_commutation.py", "tests/test_study_training.py"' ;;
+    mutate='"jdrop/_src/studies/stats.py", "jdrop/_src/studies/commutation.py"'
+    tests='"tests/test_study_stats.py", "tests/test_study_commutation.py"' ;;
   *) echo "mutation.sh: unknown GROUP '$group'" >&2; exit 2 ;;
 esac
 # mutmut reads its settings from a [tool.mutmut] table; write this group's into a copy of
