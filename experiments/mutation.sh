@@ -35,13 +35,15 @@ source_paths = ["jdrop"]
 only_mutate = [$mutate]
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "--no-header"]
 pytest_add_cli_args_test_selection = [$tests]
-# Each mutant's tests run in a grandchild of a fork server that has imported nothing: forking
-# from a process whose XLA runtime has started its thread pools (mutmut's default, and the
-# server's "collect" warm-up, which imports the tests) leaves children hung in compilation,
-# which mutmut counts as timeouts. A fresh child imports JAX and compiles on its own (~2 s),
-# so the limits allow for that.
+# Each mutant's tests run in a grandchild of a fork server. Forking from a process whose XLA
+# runtime has started its thread pools (mutmut's default, and the server's "collect" warm-up,
+# which imports the tests, whose module-level arrays start XLA) leaves children hung in
+# compilation, which mutmut counts as timeouts. So the server imports only the third-party
+# modules of experiments/mutation-preload.txt: importing JAX starts no thread pool, and each
+# child then skips 2-5 s of imports. A child still compiles on its own, which the limits allow.
 process_isolation = "forkserver"
-forkserver_warmup = "none"
+forkserver_warmup = "import"
+preload_modules_file = "$PWD/experiments/mutation-preload.txt"
 timeout_constant = 20.0
 timeout_multiplier = 4.0
 TOML
