@@ -373,3 +373,21 @@ def test_bad_fast_raises(name, fast):
 def test_traced_fast_raises():
   with pytest.raises(TypeError, match=r"jdrop\.dropout: `fast` .+ got a traced bool"):
     jax.jit(lambda f: jdrop.dropout(jax.random.key(0), X, rate=0.5, fast=f))(True)
+
+
+def test_fast_path_limited_to_32_bit_block_counters():
+  # The fused fast path numbers its threefry blocks with one uint32 word: 8 blocks per mask
+  # word, so 2**29 mask words (2**34 elements) is the largest mask it may hash itself; one word
+  # more must fall back to jax.random.bits, or the counters would wrap and repeat masks.
+  # Traced only (make_jaxpr allocates nothing), so the sizes cost no memory.
+  key = jax.random.key(0)
+  words = 2**32 // 8
+  assert masks.fast_path_available(key, 32 * words)
+  assert not masks.fast_path_available(key, 32 * words + 1)
+
+  def primitives(num_words: int) -> set[str]:
+    jaxpr = jax.make_jaxpr(lambda k: masks._fast_blocks(k, num_words))(key)
+    return {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
+
+  assert "random_bits" not in primitives(words)
+  assert "random_bits" in primitives(words + 1)
