@@ -16,6 +16,10 @@ A study that compares two orders on the same seeds gets one difference per seed,
   the tests (Holm, Scand. J. Statist. 1979).
 
 A finding is a comparison whose Holm-adjusted t-test p-value is below :data:`ALPHA`.
+
+:func:`family` records a family of tests of any kind (one-sample t-tests of a predicted value,
+grid-wide z-tests) with their raw and Holm-adjusted p-values, so that a reader of a study's
+results can recompute the correction.
 """
 
 from __future__ import annotations
@@ -213,3 +217,50 @@ def adjust(rows: list[dict], differences: list[ArrayLike], *, alpha: float = ALP
     row["significant"] = row["p_t_holm"] < alpha
     family = t_interval(d, level=1.0 - alpha / m)
     row["family_low"], row["family_high"] = family.low, family.high
+
+
+def family(
+  labels: list[str], pvalues: ArrayLike, *, hypothesis: str, alpha: float = ALPHA
+) -> dict[str, object]:
+  r"""A family of ``m`` tests, Holm-adjusted, as a JSON-serialisable record.
+
+  Args:
+    labels: one name per test (e.g. ``"alpha dropout 0.1: var = 1"``).
+    pvalues: the raw p-values, in the order of ``labels``.
+    hypothesis: the null hypothesis each test checks, in words.
+    alpha: the family-wise level.
+
+  Returns:
+    ``{"hypothesis", "method": "holm", "alpha", "m", "tests"}`` with ``tests`` a list of
+    ``{"label", "p", "p_holm", "rejected"}``, ``rejected`` being ``p_holm < alpha``.
+
+  Example:
+    >>> f = family(["a", "b"], [0.01, 0.04], hypothesis="mean 0")
+    >>> [(t["label"], t["p_holm"], t["rejected"]) for t in f["tests"]]
+    [('a', 0.02, True), ('b', 0.04, True)]
+  """
+  if len(labels) != np.size(pvalues):
+    raise errors.value_error(
+      f"{_FN}.family",
+      "labels, pvalues",
+      "must have one label per p-value",
+      (len(labels), int(np.size(pvalues))),
+      "Pass as many labels as p-values.",
+    )
+  adjusted = holm(pvalues)
+  tests = [
+    {"label": label, "p": float(p), "p_holm": float(a), "rejected": bool(a < alpha)}
+    for label, p, a in zip(labels, np.asarray(pvalues, np.float64), adjusted, strict=True)
+  ]
+  return {
+    "hypothesis": hypothesis,
+    "method": "holm",
+    "alpha": alpha,
+    "m": len(tests),
+    "tests": tests,
+  }
+
+
+def rejected(record: dict) -> list[str]:
+  """The labels of a :func:`family` record's tests rejected after Holm's correction."""
+  return [t["label"] for t in record["tests"] if t["rejected"]]
