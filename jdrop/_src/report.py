@@ -40,6 +40,7 @@ from typing import Any
 from typing import TextIO
 
 from jdrop._src import cli_args
+from jdrop._src.studies import literature
 
 STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty", "audit")
 
@@ -908,6 +909,7 @@ def render(results: dict, sections: dict[str, str], meta: dict[str, Any]) -> str
     claims(results),
   ]
   body = [sections[name] for name in STUDIES if name in sections]
+  body += [text for text in (literature.section(results),) if text]
   versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
   seconds = ", ".join(f"{k} {v} s" for k, v in meta["seconds"].items())
   tail = [
