@@ -135,3 +135,11 @@ def test_family_records_raw_and_holm_p_values() -> None:
   assert stats.family([], [], hypothesis="none")["tests"] == []
   with pytest.raises(ValueError, match=r"family: `labels, pvalues` must have one label per"):
     stats.family(["a"], [0.1, 0.2], hypothesis="mean 0")
+
+
+def test_z_pvalue_matches_scipy_and_the_noise_rule_level() -> None:
+  for value, stderr in ((0.3, 0.1), (-2.0, 1.0), (1e-3, 1.0)):
+    expected = 2 * scipy.stats.norm.sf(abs(value) / stderr)
+    assert stats.z_pvalue(value, stderr) == pytest.approx(expected, rel=1e-12)
+  assert stats.z_pvalue(0.0, 0.0) == 1.0 and stats.z_pvalue(0.5, 0.0) == 0.0
+  assert stats.z_pvalue(stats.NOISE_Z, 1.0) == pytest.approx(0.0027, abs=1e-4)

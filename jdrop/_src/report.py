@@ -41,6 +41,7 @@ from typing import TextIO
 
 from jdrop._src import cli_args
 from jdrop._src.studies import literature
+from jdrop._src.studies import stats as _stats
 
 STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty", "audit")
 
@@ -824,7 +825,7 @@ def _gap_text(row: dict | None) -> str:
 
   def moved(order: str) -> str:
     g = gap[order]
-    noise = abs(g["mean_shift"]) <= 3 * g["mean_shift_stderr"]
+    noise = abs(g["mean_shift"]) <= _stats.NOISE_Z * g["mean_shift_stderr"]
     return f"{g['mean_shift']:.3g}" + (" (within noise of 0)" if noise else "")
 
   return (

@@ -37,6 +37,9 @@ _FN = "jdrop.studies.stats"
 LEVEL = 0.95  # the confidence level of every per-comparison interval
 ALPHA = 0.05  # the family-wise significance level of every corrected conclusion
 MAX_EXACT = 16  # sign_flip enumerates all 2**n sign vectors up to this many values
+# A measured value within this many standard errors of its prediction is "within noise of" it
+# (the report's claims): a two-sided z-test at level 2 P(Z > 3) = 0.0027 per statement.
+NOISE_Z = 3.0
 
 
 class Interval(NamedTuple):
@@ -120,6 +123,21 @@ def paired_t(differences: ArrayLike) -> float:
     return 1.0 if mean == 0.0 else 0.0
   t = mean / (sd / np.sqrt(d.size))
   return float(2.0 * scipy.stats.t.sf(abs(t), d.size - 1))
+
+
+def z_pvalue(value: float, stderr: float) -> float:
+  r"""The two-sided p-value of ``value / stderr`` against a standard normal.
+
+  For a mean over many draws (the central limit theorem): :math:`2\,P(Z > |v| / s)`. Where
+  ``stderr`` is 0 the p-value is 1 if ``value`` is 0 and 0 otherwise.
+
+  Example:
+    >>> round(z_pvalue(3.0, 1.0), 5), z_pvalue(0.0, 0.0)
+    (0.0027, 1.0)
+  """
+  if stderr == 0:
+    return 1.0 if value == 0 else 0.0
+  return float(2.0 * scipy.stats.norm.sf(abs(value) / stderr))
 
 
 def sign_flip(differences: ArrayLike, *, samples: int = 2**16, seed: int = 0) -> float:
