@@ -39,5 +39,6 @@ if __name__ == "__main__":
   wait = sys.argv[1] == "wait"
   studies = {name: study(name, wait and name == "variance") for name in report.STUDIES}
   report._module = studies.__getitem__
+  report.literature = types.SimpleNamespace(section=lambda results: "")  # reads real results
   sys.argv = ["jdrop", "report", *sys.argv[2:]]
   cli.entry()

@@ -58,6 +58,8 @@ def fake_study(name, *, fail=False, during=None):
 def fakes(monkeypatch):
   studies = {name: fake_study(name) for name in report.STUDIES}
   monkeypatch.setattr(report, "_module", lambda name: studies[name])
+  # The literature section reads real studies' results (tested in test_literature.py).
+  monkeypatch.setattr(report, "literature", types.SimpleNamespace(section=lambda results: ""))
   return studies
 
 

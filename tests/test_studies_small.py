@@ -141,6 +141,66 @@ def test_mc_dropout_post_is_unbiased_pre_tanh_is_not(results: dict[str, dict[str
       assert rejected == expect_reject, (name, order, wrong)
 
 
+def _families(result: dict[str, Any]) -> list[dict[str, Any]]:
+  return list(result["tests"].values())
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_holm_recomputes_from_the_stored_raw_p_values(
+  name: str, results: dict[str, dict[str, Any]]
+) -> None:
+  """Every family in the results JSON: Holm from its raw p-values gives its adjusted ones."""
+  families = _families(json.loads(json.dumps(results[name])))
+  assert families
+  for family in families:
+    assert family["method"] == "holm" and family["alpha"] == 0.05
+    assert family["m"] == len(family["tests"]) and family["m"] > 0
+    raw = [t["p"] for t in family["tests"]]
+    adjusted = [t["p_holm"] for t in family["tests"]]
+    np.testing.assert_allclose(adjusted, _holm(raw), rtol=1e-12)
+    assert [t["rejected"] for t in family["tests"]] == [p < 0.05 for p in adjusted]
+    assert len({t["label"] for t in family["tests"]}) == family["m"]
+
+
+def _holm(p: list[float]) -> list[float]:
+  """Holm's adjusted p-values written out by hand (independent of stats.holm)."""
+  m = len(p)
+  order = sorted(range(m), key=lambda i: p[i])
+  out, running = [0.0] * m, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    out[i] = running
+  return out
+
+
+def test_raw_p_values_recompute_from_the_stored_per_seed_and_per_unit_values(
+  results: dict[str, dict[str, Any]],
+) -> None:
+  """selu_depth: scipy's one-sample t-test of the per-seed values against 1 (variance) and 0
+  (mean); variance: of the per-unit measured - exact differences against 0."""
+  selu = results["selu_depth"]
+  tests = {t["label"]: t for t in selu["tests"]["fixed_point"]["tests"]}
+  assert len(tests) == 2 * len(selu["variants"])
+  for v in selu["variants"]:
+    for stat, key, null in (("var", "last_var_per_seed", 1.0), ("mean", "last_mean_per_seed", 0.0)):
+      expected = scipy.stats.ttest_1samp(v[key], null).pvalue
+      assert tests[f"{v['name']}: {stat} = {null:g}"]["p"] == pytest.approx(expected, rel=1e-9)
+  rejected = {label for label, t in tests.items() if t["rejected"]}
+  assert "standard dropout 0.1: var = 1" in rejected
+  assert not rejected & {"alpha dropout 0.05: var = 1", "alpha dropout 0.1: var = 1"}
+  var = results["variance"]
+  cells = {t["label"]: t for t in var["tests"]["monte_carlo"]["tests"]}
+  assert len(cells) == len(var["config"]["rates"]) * (2 * len(var["rows"]) - 2)
+  cell = var["rows"][2]["rates"]["0.5"]["pre"]
+  expected = scipy.stats.ttest_1samp(cell["diff_per_unit"], 0.0).pvalue
+  assert cells[f"{var['rows'][2]['name']}, rate 0.5, pre"]["p"] == pytest.approx(expected, rel=1e-9)
+  unc = results["uncertainty"]["tests"]
+  labels = {t["label"]: t for t in unc["vs_eval"]["tests"]}
+  assert labels["1 hidden layer, tanh (pre)"]["rejected"]
+  assert not labels["1 hidden layer, relu (post)"]["rejected"]
+  assert unc["vs_exact"]["m"] == 8 and not any(t["rejected"] for t in unc["vs_exact"]["tests"])
+
+
 @pytest.mark.parametrize(
   ("module", "config", "field"),
   [

@@ -136,3 +136,33 @@ def test_the_reports_answer_on_this_run_names_relu_and_tanh(results: dict) -> No
   assert "for every mask and every rate for 1 (relu)" in text
   assert "1 of the 2 activations with f(0) = 0 still differ" in text
   assert "e.g. tanh)" in text
+
+
+def test_mean_shift_family_recomputes_from_the_stored_gaps(results: dict) -> None:
+  """Holm over every (activation, rate, order) z-test, from the stored shifts and errors."""
+  family = results["tests"]["mean_shift"]
+  cells = [
+    (row["activation"], order, row["gaps"][str(RATE)][order])
+    for row in results["rows"]
+    if row["gaps"]
+    for order in ("pre", "post")
+  ]
+  assert family["m"] == len(cells) == 2 * len(NAMES)
+  raw = []
+  for (name, order, g), test in zip(cells, family["tests"], strict=True):
+    assert test["label"] == f"{name}, rate {RATE}, {order}"
+    z = g["mean_shift"] / g["mean_shift_stderr"] if g["mean_shift_stderr"] else 0.0
+    raw.append(2 * scipy.stats.norm.sf(abs(z)))
+    assert test["p"] == pytest.approx(raw[-1], rel=1e-9, abs=1e-300)
+  m = len(raw)
+  order = np.argsort(raw)
+  expected = np.minimum(1, np.maximum.accumulate((m - np.arange(m)) * np.array(raw)[order]))
+  np.testing.assert_allclose([family["tests"][i]["p_holm"] for i in order], expected, rtol=1e-9)
+  # Post-activation dropout does not shift the mean; pre-activation exponential does.
+  verdict = {t["label"]: t["rejected"] for t in family["tests"]}
+  assert not any(v for label, v in verdict.items() if label.endswith("post"))
+  assert verdict[f"exponential, rate {RATE}, pre"]
+  text = commutation.section(results, ["a.png", "b.png"])
+  assert f"Holm over the family of all m = {m} at family-wise level 0.05" in text
+  assert "they make 4 such statements (exponential and sigmoid, both orders, at rate 0.5)" in text
+  assert "a family-wise level of at most 0.011 (Bonferroni)" in text

@@ -116,3 +116,30 @@ def test_bad_input_names_the_function_and_argument() -> None:
     stats.holm([0.5, 1.5])
   with pytest.raises(TypeError, match=r"sign_flip: `samples` must be a positive integer"):
     stats.sign_flip([1.0, 2.0], samples=0.5)
+
+
+def test_paired_t_of_values_minus_a_null_is_the_one_sample_t_test() -> None:
+  """The studies test a predicted value (variance 1, mean 0) with paired_t(values - null)."""
+  rng = np.random.default_rng(1)
+  for n, null in ((3, 1.0), (8, 0.0), (16, 1.3)):
+    values = rng.normal(1.0, 0.2, size=n)
+    expected = scipy.stats.ttest_1samp(values, null).pvalue
+    assert stats.paired_t(values - null) == pytest.approx(expected, rel=1e-10)
+
+
+def test_family_records_raw_and_holm_p_values() -> None:
+  record = stats.family(["a", "b", "c", "d"], [0.01, 0.04, 0.03, 0.005], hypothesis="mean 0")
+  assert record["m"] == 4 and record["method"] == "holm" and record["alpha"] == stats.ALPHA
+  assert [t["p_holm"] for t in record["tests"]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+  assert stats.rejected(record) == ["a", "d"]
+  assert stats.family([], [], hypothesis="none")["tests"] == []
+  with pytest.raises(ValueError, match=r"family: `labels, pvalues` must have one label per"):
+    stats.family(["a"], [0.1, 0.2], hypothesis="mean 0")
+
+
+def test_z_pvalue_matches_scipy_and_the_noise_rule_level() -> None:
+  for value, stderr in ((0.3, 0.1), (-2.0, 1.0), (1e-3, 1.0)):
+    expected = 2 * scipy.stats.norm.sf(abs(value) / stderr)
+    assert stats.z_pvalue(value, stderr) == pytest.approx(expected, rel=1e-12)
+  assert stats.z_pvalue(0.0, 0.0) == 1.0 and stats.z_pvalue(0.5, 0.0) == 0.0
+  assert stats.z_pvalue(stats.NOISE_Z, 1.0) == pytest.approx(0.0027, abs=1e-4)

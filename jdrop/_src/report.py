@@ -40,6 +40,8 @@ from typing import Any
 from typing import TextIO
 
 from jdrop._src import cli_args
+from jdrop._src.studies import literature
+from jdrop._src.studies import stats as _stats
 
 STUDIES = ("commutation", "training", "variance", "selu_depth", "uncertainty", "audit")
 
@@ -823,7 +825,7 @@ def _gap_text(row: dict | None) -> str:
 
   def moved(order: str) -> str:
     g = gap[order]
-    noise = abs(g["mean_shift"]) <= 3 * g["mean_shift_stderr"]
+    noise = abs(g["mean_shift"]) <= _stats.NOISE_Z * g["mean_shift_stderr"]
     return f"{g['mean_shift']:.3g}" + (" (within noise of 0)" if noise else "")
 
   return (
@@ -908,6 +910,7 @@ def render(results: dict, sections: dict[str, str], meta: dict[str, Any]) -> str
     claims(results),
   ]
   body = [sections[name] for name in STUDIES if name in sections]
+  body += [text for text in (literature.section(results),) if text]
   versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
   seconds = ", ".join(f"{k} {v} s" for k, v in meta["seconds"].items())
   tail = [

@@ -10,4 +10,7 @@ Every study module exposes the same four names, so the report can run them in tu
 * ``figures(results, out_dir) -> list[str]``: writes PNG figures (matplotlib, Agg backend)
   and returns their file names, relative to ``out_dir``;
 * ``section(results, figures) -> str``: the study's Markdown section of REPORT.md.
+
+``literature`` is not a study: its ``section(results)`` sets published results beside the
+numbers of the studies that ran.
 """

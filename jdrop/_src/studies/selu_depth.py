@@ -51,10 +51,41 @@ from jax.typing import ArrayLike
 
 from jdrop._src import dropout as _dropout
 from jdrop._src import errors
+from jdrop._src.studies import stats as _stats
 from jdrop._src.studies import training
 
 LEVEL = training.LEVEL  # the confidence level of the intervals across seeds
 LIMIT_LAYERS = 10_000  # the mean-field recursion's limit: converged to 1e-12 well before this
+# The fixed point each variant is tested against at the last layer: (statistic, per-seed key,
+# value under the null hypothesis).
+NULLS = (("var", "last_var_per_seed", 1.0), ("mean", "last_mean_per_seed", 0.0))
+
+
+def _label(name: str, stat: str, null: float) -> str:
+  return f"{name}: {stat} = {null:g}"
+
+
+def fixed_point_tests(variants: list[dict[str, Any]]) -> dict[str, Any]:
+  """One-sample t-tests over seeds of the fixed point at the last layer, Holm over the family.
+
+  For each variant, ``H0: variance = 1`` and ``H0: mean = 0`` of the last layer's output, from
+  the per-seed values (:func:`jdrop._src.studies.stats.paired` of the values minus the null
+  value; the seeds are independent). Adds ``var_test`` and ``mean_test`` (the difference from
+  the null value with its t-interval, ``p_t``, ``p_sign_flip``) to each variant in place and
+  returns the family (:func:`jdrop._src.studies.stats.family`, ``m = 2 x variants``).
+  """
+  labels, pvalues = [], []
+  for v in variants:
+    for stat, key, null in NULLS:
+      test = _stats.paired(np.asarray(v[key], np.float64) - null)
+      v[f"{stat}_test"] = test
+      labels.append(_label(v["name"], stat, null))
+      pvalues.append(test["p_t"])
+  return _stats.family(
+    labels,
+    pvalues,
+    hypothesis="the last layer's output has the fixed point's variance 1 and mean 0",
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +190,9 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
 
   Returns a JSON-serialisable dict: ``config``, ``seeds``, ``variants`` (per variant: the
   per-layer mean over seeds of the output's mean and variance with their t-intervals, the
-  per-seed last-layer values, the mean-field curves and the mean-field value at the last
-  layer) and ``timing``.
+  per-seed last-layer values and their tests against the fixed point, the mean-field curves
+  and the mean-field value at the last layer), ``tests`` (the family of those tests, raw and
+  Holm-adjusted p-values: :func:`fixed_point_tests`) and ``timing``.
   """
   start = time.perf_counter()
   if config.seeds < 2 or config.depth < 1 or not all(0 < r < 1 for r in config.rates):
@@ -210,6 +242,7 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
         "mean_field_limit_mean": float(limit_mean[-1]),
       }
     )
+  tests = fixed_point_tests(out)
   if progress is not None:
     progress(2, 2, "selu depth: statistics")
   return {
@@ -218,6 +251,7 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
     "seeds": seeds,
     "level": LEVEL,
     "variants": out,
+    "tests": {"fixed_point": tests},
     "timing": {"wall_s": time.perf_counter() - start, "compile_s": compile_s, "run_s": run_s},
   }
 
@@ -323,6 +357,7 @@ def section(results: dict, figures: list[str]) -> str:
       + (" a different fixed point" if moved else " the same fixed point")
       + f", variance {v['mean_field_limit_var']:.3f} and mean {v['mean_field_limit_mean']:+.3f}."
     )
+  lines.append(_tests_text(results))
   worst = max(
     (abs(v[stat][-1]["mean"] - v[f"mean_field_{stat}"][-1]), v["name"], stat)
     for v in results["variants"]
@@ -333,3 +368,26 @@ def section(results: dict, figures: list[str]) -> str:
     f" ({worst[1]}, {worst[2]})."
   )
   return "\n".join(lines) + "\n"
+
+
+def _tests_text(results: dict) -> str:
+  """The fixed-point tests: family size, what Holm rejects, and how weak a non-rejection is."""
+  tests = results["tests"]["fixed_point"]
+  depth, n = results["config"]["depth"], len(results["seeds"])
+  by_label = {t["label"]: t for t in tests["tests"]}
+  rejected = [f"{t['label']} (Holm p = {t['p_holm']:.2g})" for t in tests["tests"] if t["rejected"]]
+  kept = [v for v in results["variants"] if not by_label[_label(v["name"], "var", 1.0)]["rejected"]]
+  text = (
+    f"- Tests of the fixed point at layer {depth}: for each of the {len(results['variants'])}"
+    f" variants a one-sample t-test over the {n} seeds of variance = 1 and of mean = 0, a"
+    f" family of m = {tests['m']}, Holm-adjusted at family-wise level {tests['alpha']:g}."
+    f" Rejected: {'; '.join(rejected) or 'none'}."
+  )
+  if kept:
+    widest = max(max(abs(v["var_test"]["low"]), abs(v["var_test"]["high"])) for v in kept)
+    text += (
+      f" Not rejecting variance = 1 ({', '.join(v['name'] for v in kept)}) is weak evidence"
+      f" that it stays at 1: with {n} seeds the {results['level']:.0%} intervals of these"
+      f" variances still allow departures from 1 of up to {widest:.3f}."
+    )
+  return text

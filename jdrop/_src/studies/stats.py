@@ -16,6 +16,10 @@ A study that compares two orders on the same seeds gets one difference per seed,
   the tests (Holm, Scand. J. Statist. 1979).
 
 A finding is a comparison whose Holm-adjusted t-test p-value is below :data:`ALPHA`.
+
+:func:`family` records a family of tests of any kind (one-sample t-tests of a predicted value,
+grid-wide z-tests) with their raw and Holm-adjusted p-values, so that a reader of a study's
+results can recompute the correction.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ _FN = "jdrop.studies.stats"
 LEVEL = 0.95  # the confidence level of every per-comparison interval
 ALPHA = 0.05  # the family-wise significance level of every corrected conclusion
 MAX_EXACT = 16  # sign_flip enumerates all 2**n sign vectors up to this many values
+# A measured value within this many standard errors of its prediction is "within noise of" it
+# (the report's claims): a two-sided z-test at level 2 P(Z > 3) = 0.0027 per statement.
+NOISE_Z = 3.0
 
 
 class Interval(NamedTuple):
@@ -116,6 +123,21 @@ def paired_t(differences: ArrayLike) -> float:
     return 1.0 if mean == 0.0 else 0.0
   t = mean / (sd / np.sqrt(d.size))
   return float(2.0 * scipy.stats.t.sf(abs(t), d.size - 1))
+
+
+def z_pvalue(value: float, stderr: float) -> float:
+  r"""The two-sided p-value of ``value / stderr`` against a standard normal.
+
+  For a mean over many draws (the central limit theorem): :math:`2\,P(Z > |v| / s)`. Where
+  ``stderr`` is 0 the p-value is 1 if ``value`` is 0 and 0 otherwise.
+
+  Example:
+    >>> round(z_pvalue(3.0, 1.0), 5), z_pvalue(0.0, 0.0)
+    (0.0027, 1.0)
+  """
+  if stderr == 0:
+    return 1.0 if value == 0 else 0.0
+  return float(2.0 * scipy.stats.norm.sf(abs(value) / stderr))
 
 
 def sign_flip(differences: ArrayLike, *, samples: int = 2**16, seed: int = 0) -> float:
@@ -213,3 +235,50 @@ def adjust(rows: list[dict], differences: list[ArrayLike], *, alpha: float = ALP
     row["significant"] = row["p_t_holm"] < alpha
     family = t_interval(d, level=1.0 - alpha / m)
     row["family_low"], row["family_high"] = family.low, family.high
+
+
+def family(
+  labels: list[str], pvalues: ArrayLike, *, hypothesis: str, alpha: float = ALPHA
+) -> dict[str, object]:
+  r"""A family of ``m`` tests, Holm-adjusted, as a JSON-serialisable record.
+
+  Args:
+    labels: one name per test (e.g. ``"alpha dropout 0.1: var = 1"``).
+    pvalues: the raw p-values, in the order of ``labels``.
+    hypothesis: the null hypothesis each test checks, in words.
+    alpha: the family-wise level.
+
+  Returns:
+    ``{"hypothesis", "method": "holm", "alpha", "m", "tests"}`` with ``tests`` a list of
+    ``{"label", "p", "p_holm", "rejected"}``, ``rejected`` being ``p_holm < alpha``.
+
+  Example:
+    >>> f = family(["a", "b"], [0.01, 0.04], hypothesis="mean 0")
+    >>> [(t["label"], t["p_holm"], t["rejected"]) for t in f["tests"]]
+    [('a', 0.02, True), ('b', 0.04, True)]
+  """
+  if len(labels) != np.size(pvalues):
+    raise errors.value_error(
+      f"{_FN}.family",
+      "labels, pvalues",
+      "must have one label per p-value",
+      (len(labels), int(np.size(pvalues))),
+      "Pass as many labels as p-values.",
+    )
+  adjusted = holm(pvalues)
+  tests = [
+    {"label": label, "p": float(p), "p_holm": float(a), "rejected": bool(a < alpha)}
+    for label, p, a in zip(labels, np.asarray(pvalues, np.float64), adjusted, strict=True)
+  ]
+  return {
+    "hypothesis": hypothesis,
+    "method": "holm",
+    "alpha": alpha,
+    "m": len(tests),
+    "tests": tests,
+  }
+
+
+def rejected(record: dict) -> list[str]:
+  """The labels of a :func:`family` record's tests rejected after Holm's correction."""
+  return [t["label"] for t in record["tests"] if t["rejected"]]

@@ -57,12 +57,10 @@ from jax import lax
 from jdrop._src import activations
 from jdrop._src import errors
 from jdrop._src import montecarlo
+from jdrop._src.studies import stats as _stats
 from jdrop._src.studies import training
 
 ORDERS = ("pre", "post")
-# Family-wise level of the grid-wide z-tests: max |z| over the G grid points is compared with
-# the Bonferroni threshold norm.isf(ALPHA / (2 G)), valid however the points are correlated.
-ALPHA = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,15 +262,57 @@ def max_abs_z(diff: np.ndarray, stderr: np.ndarray) -> float:
   return float(z.max())
 
 
+def grid_pvalue(max_z: float, points: int) -> float:
+  r"""The p-value of "no difference at any of ``points`` grid points" from the largest |z|.
+
+  Bonferroni over the grid, :math:`\min(1, 2G\, P(Z > \max|z|))` for ``G = points``: valid
+  however the points are correlated (neighbouring points share every pass), conservative
+  where they are.
+
+  Example:
+    >>> round(grid_pvalue(3.0, 10), 4), grid_pvalue(0.5, 10)
+    (0.027, 1.0)
+  """
+  return float(min(1.0, 2 * points * scipy.stats.norm.sf(max_z)))
+
+
+def _families(depths: list[dict[str, Any]]) -> dict[str, Any]:
+  """The study's two families of grid-wide tests, Holm-adjusted: against eval mode, exact."""
+  labels: dict[str, list[str]] = {"vs_eval": [], "vs_exact": []}
+  pvalues: dict[str, list[float]] = {"vs_eval": [], "vs_exact": []}
+  for entry in depths:
+    for v in entry["variants"]:
+      where = f"{_layers(entry['depth'])}, {_label(v)}"
+      labels["vs_eval"].append(where)
+      pvalues["vs_eval"].append(v["p_vs_eval"])
+      for stat in ("mean", "var") if "p_mean_vs_exact" in v else ():
+        labels["vs_exact"].append(f"{where}, {stat}")
+        pvalues["vs_exact"].append(v[f"p_{stat}_vs_exact"])
+  return {
+    "vs_eval": _stats.family(
+      labels["vs_eval"],
+      pvalues["vs_eval"],
+      hypothesis="the MC predictive mean equals the eval-mode prediction at every grid point",
+    ),
+    "vs_exact": _stats.family(
+      labels["vs_exact"],
+      pvalues["vs_exact"],
+      hypothesis="the passes' mean (variance) equals the closed form at every grid point",
+    ),
+  }
+
+
 def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None) -> dict:
   """Trains, runs the passes and summarises every depth and variant.
 
-  Returns a JSON-serialisable dict: ``config``, ``data`` (training points, grid), ``threshold``
-  (the Bonferroni bound on max |z|), ``depths`` (per depth, per variant: the eval-mode
-  prediction, the MC mean and variance, their comparison with eval mode and, for one hidden
-  layer, with the exact moments (and the trained parameters ``[[w1, b1], [w2, b2]]`` they are
-  computed from), the predictive standard deviation inside and away from the data, and a few
-  passes) and ``timing``.
+  Returns a JSON-serialisable dict: ``config``, ``data`` (training points, grid), ``depths``
+  (per depth, per variant: the eval-mode prediction, the MC mean and variance, their
+  comparison with eval mode and, for one hidden layer, with the exact moments (and the trained
+  parameters ``[[w1, b1], [w2, b2]]`` they are computed from), the predictive standard
+  deviation inside and away from the data, a few passes, and each comparison's largest |z|
+  over the grid with its :func:`grid_pvalue`), ``tests`` (two families of those p-values, raw
+  and Holm-adjusted: ``vs_eval``, every depth and variant, and ``vs_exact``, mean and variance
+  of every one-hidden-layer variant) and ``timing``.
   """
   start = time.perf_counter()
   _check(config)
@@ -284,7 +324,6 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
   low, high = config.train_range
   inside = (grid >= low) & (grid <= high)
   far = (grid <= low - 2.0) | (grid >= high + 2.0)  # two units or more from the data
-  threshold = float(scipy.stats.norm.isf(ALPHA / (2 * len(grid))))
   passes_n = config.passes
   out_depths = []
   timing = {}
@@ -313,6 +352,7 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
         "mc_var": var.tolist(),
         "mc_var_stderr": se_var.tolist(),
         "max_z_vs_eval": max_abs_z(mean - eval_grid, se_mean),
+        "p_vs_eval": grid_pvalue(max_abs_z(mean - eval_grid, se_mean), len(grid)),
         "max_gap_vs_eval_inside": float(np.abs(mean - eval_grid)[inside].max()),
         "max_gap_vs_eval": float(np.abs(mean - eval_grid).max()),
         "sd_inside": float(sd[inside].mean()),
@@ -329,6 +369,8 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
           exact_var=ex_var.tolist(),
           max_z_mean_vs_exact=max_abs_z(mean - ex_mean, se_mean),
           max_z_var_vs_exact=max_abs_z(var - ex_var, se_var),
+          p_mean_vs_exact=grid_pvalue(max_abs_z(mean - ex_mean, se_mean), len(grid)),
+          p_var_vs_exact=grid_pvalue(max_abs_z(var - ex_var, se_var), len(grid)),
           exact_bias_inside=float(np.abs(ex_mean - eval_grid)[inside].max()),
           exact_bias=float(np.abs(ex_mean - eval_grid).max()),
           params=[[a.tolist() for a in layer] for layer in params],
@@ -342,9 +384,8 @@ def run(config: Config = DEFAULT, *, progress: Callable[..., None] | None = None
     "study": "uncertainty",
     "config": dataclasses.asdict(config),
     "data": {"x": x_train[:, 0].tolist(), "y": y_train.tolist(), "grid": grid.tolist()},
-    "alpha": ALPHA,
-    "threshold": threshold,
     "depths": out_depths,
+    "tests": _families(out_depths),
     "timing": {"wall_s": time.perf_counter() - start, "per_depth_s": timing},
   }
 
@@ -422,7 +463,7 @@ def _layers(depth: int) -> str:
 def section(results: dict, figures: list[str]) -> str:
   """Markdown: setup, per-variant table, figures, a reading computed from the numbers."""
   config = results["config"]
-  threshold, alpha = results["threshold"], results["alpha"]
+  tests = results["tests"]
   low, high = config["train_range"]
   grid_low, grid_high = config["grid_range"]
   lines = [
@@ -435,9 +476,13 @@ def section(results: dict, figures: list[str]) -> str:
     f" (Gal and Ghahramani, ICML 2016) are run on {config['grid_points']} points of"
     f" [{grid_low:g}, {grid_high:g}]. `z` compares the MC predictive mean with the eval-mode"
     " prediction (and, for one hidden layer, the mean and the variance with their closed form)"
-    f" point by point; max |z| over the grid is tested at family-wise level {alpha:g}"
-    f" (Bonferroni threshold {threshold:.2f}). sd: the predictive standard deviation averaged"
-    " inside the training range and 2 or more units away from it.",
+    f" point by point; the largest |z| over the G = {config['grid_points']} points gives each"
+    " comparison a p-value, Bonferroni over the grid (min(1, 2G P(Z > max |z|))), and the"
+    " comparisons form two families, Holm-adjusted at family-wise level"
+    f" {tests['vs_eval']['alpha']:g}: MC mean = eval prediction (m = {tests['vs_eval']['m']},"
+    f" every depth and variant) and passes = closed form (m = {tests['vs_exact']['m']}, mean"
+    " and variance of every one-hidden-layer variant). sd: the predictive standard deviation"
+    " averaged inside the training range and 2 or more units away from it.",
     "",
     "| depth | variant | train RMSE (eval) | max \\|MC − eval\\| in range | max z vs eval"
     " | exact bias in range | max z vs exact (mean, var) | sd inside | sd far | far / inside |",
@@ -469,24 +514,30 @@ def section(results: dict, figures: list[str]) -> str:
     "**Reading.**",
     "",
   ]
+  eval_tests = {t["label"]: t for t in tests["vs_eval"]["tests"]}
+  exact_rejected = _stats.rejected(tests["vs_exact"])
   for entry in results["depths"]:
     vs = entry["variants"]
-    agree = [_label(v) for v in vs if v["max_z_vs_eval"] <= threshold]
-    differ = [_label(v) for v in vs if v["max_z_vs_eval"] > threshold]
+    test = {_label(v): eval_tests[f"{_layers(entry['depth'])}, {_label(v)}"] for v in vs}
+    agree = [name for name, t in test.items() if not t["rejected"]]
+    differ = [f"{name} (Holm p = {t['p_holm']:.2g})" for name, t in test.items() if t["rejected"]]
     lines.append(
-      f"- {_layers(entry['depth'])}: the MC mean is consistent with the eval-mode"
-      f" prediction (max |z| ≤ {threshold:.2f}) for {', '.join(agree) or 'no variant'};"
-      f" it differs for {', '.join(differ) or 'no variant'}."
+      f"- {_layers(entry['depth'])}: the MC mean differs from the eval-mode prediction for"
+      f" {', '.join(differ) or 'no variant'}; no difference is detected for"
+      f" {', '.join(agree) or 'no variant'}."
     )
     if "max_z_mean_vs_exact" in vs[0]:
       worst = max(max(v["max_z_mean_vs_exact"], v["max_z_var_vs_exact"]) for v in vs)
       biased = [f"{_label(v)} ({v['exact_bias_inside']:.3f})" for v in vs]
       lines.append(
         "  The passes "
-        + ("match" if worst <= threshold else "do not match")
-        + f" the closed-form mean and variance (largest |z| {worst:.2f} against"
-        f" {threshold:.2f}); the exact bias `max |E ŷ − eval|` in the training range is"
-        f" {', '.join(biased)}."
+        + (
+          f"do not match the closed form for {'; '.join(exact_rejected)}"
+          if exact_rejected
+          else "match the closed-form mean and variance (no test of the family rejected)"
+        )
+        + f"; largest |z| {worst:.2f}. The exact bias `max |E ŷ − eval|` in the training range"
+        f" is {', '.join(biased)}."
       )
     identical = [name for name, same in entry["orders_identical"].items() if same]
     if identical:
