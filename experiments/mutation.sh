@@ -2,7 +2,12 @@
 # Mutation testing of the modules that carry jdrop's headline claims, with mutmut (3.x).
 #
 #   pip install -e ".[test,mutation]"
-#   bash experiments/mutation.sh GROUP [SECONDS]     # GROUP: order | masks | dropout | report | studies
+#   bash experiments/mutation.sh GROUP [SECONDS [MUTANT_PATTERN...]]
+#
+# GROUP: order | masks | dropout | report | studies. With MUTANT_PATTERNs (mutmut's names, with
+# fnmatch wildcards, e.g. 'jdrop._src.masks.x_threefry*') it runs only those mutants and keeps
+# the results of earlier runs in ./mutants, so a long group can be run in parts; without, it
+# starts afresh.
 #
 # Each group mutates its modules and runs only the fast tests that guard them; mutmut copies the
 # sources into ./mutants (git-ignored) and never edits jdrop/ itself. The summary goes to
@@ -10,8 +15,9 @@
 # the per-push CI on 2 cores, so it is run by hand before a release and its result committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-group=${1:?usage: mutation.sh order|masks|dropout|report|studies [SECONDS]}
+group=${1:?usage: mutation.sh order|masks|dropout|report|studies [SECONDS [MUTANT_PATTERN...]]}
 limit=${2:-1800}
+shift $(($# < 2 ? $# : 2))
 case $group in
   order) mutate='"jdrop/_src/order.py"'; tests='"tests/test_order.py"' ;;
   masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py", "tests/test_fast.py"' ;;
@@ -47,11 +53,11 @@ preload_modules_file = "$PWD/experiments/mutation-preload.txt"
 timeout_constant = 20.0
 timeout_multiplier = 4.0
 TOML
-rm -rf mutants
+if [ $# -eq 0 ]; then rm -rf mutants; fi
 # CPU only, and one XLA compute thread per child: two children on 2 cores, no oversubscription.
 export JAX_PLATFORMS=cpu XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 status=0
-timeout "$limit" mutmut run --max-children 2 >/dev/null 2>&1 || status=$?
+timeout "$limit" mutmut run --max-children 2 "$@" >/dev/null 2>&1 || status=$?
 out=experiments/results/mutation-$group.txt
 {
   echo "mutmut $(pip show mutmut 2>/dev/null | sed -n 's/^Version: //p'), group $group, limit ${limit}s, exit $status"
