@@ -9,6 +9,7 @@ system without ``renameat2``. Signals sent to a real ``python -m jdrop report`` 
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -525,3 +526,92 @@ def test_a_mount_point_is_refused(fakes):
   for force in (False, True):
     with pytest.raises(ValueError, match="--out /proc is a mount point"):
       report.build("/proc", studies=("variance",), force=force)
+
+
+def test_results_json_is_strict_json():
+  # Python's json writes NaN and Infinity bare, which no other parser accepts; the results
+  # files hold them as strings, and arrays and NumPy scalars as plain lists and numbers.
+  value = {
+    "nan": np.float32("nan"),
+    "array": np.array([1.0, np.inf]),
+    "tuple": (float("-inf"), 2),
+    "int": np.int64(3),
+    "nested": [{"x": float("nan")}],
+    "plain": ["x", None, True, 0.5],
+  }
+  text = json.dumps(report.json_ready(value), allow_nan=False)
+  assert json.loads(text) == {
+    "nan": "nan",
+    "array": [1.0, "inf"],
+    "tuple": ["-inf", 2],
+    "int": 3,
+    "nested": [{"x": "nan"}],
+    "plain": ["x", None, True, 0.5],
+  }
+
+
+class Terminal:
+  """A stream that says it is a terminal, recording what is written and each flush."""
+
+  def __init__(self, tty: bool = True):
+    self.tty, self.text, self.flushes = tty, "", 0
+
+  def isatty(self) -> bool:
+    return self.tty
+
+  def write(self, text: str) -> None:
+    self.text += text
+
+  def flush(self) -> None:
+    self.flushes += 1
+
+
+def test_progress_bar_draws_on_a_terminal_only(monkeypatch):
+  clock = iter([100.0, 142.4, 150.0, 161.0, 170.0])
+  monkeypatch.setattr(report.time, "monotonic", lambda: next(clock, 0.0))
+  terminal = Terminal()
+  bar = report.Progress(terminal)
+  bar(0, 4, "commutation")
+  assert terminal.text == f"\r[{'.' * 24}] 0/4 {'commutation':<48}    42 s"
+  assert terminal.flushes == 1
+  terminal.text = ""
+  bar(3, 4, "t" * 60)  # 18 of 24 filled; the name is cut to 48 characters
+  assert terminal.text == f"\r[{'#' * 18}{'.' * 6}] 3/4 {'t' * 48}    50 s"
+  terminal.text = ""
+  bar(4, 4, "done")  # the last step ends the line
+  assert terminal.text == f"\r[{'#' * 24}] 4/4 {'done':<48}    61 s\n"
+  terminal.text = ""
+  bar(1, 0, "nothing to do")  # total 0: full, not a division by zero
+  assert terminal.text.startswith(f"\r[{'#' * 24}] 1/0 ") and terminal.text.endswith(" s\n")
+  assert terminal.flushes == 4
+  quiet = Terminal(tty=False)
+  report.Progress(quiet)(1, 2, "x")
+  assert quiet.text == "" and quiet.flushes == 0
+  assert not report.Progress(object()).enabled  # a stream without isatty is not a terminal
+
+
+def test_studies_are_the_modules_of_jdrop_studies():
+  from jdrop._src.studies import stats
+
+  assert report._module("stats") is stats
+
+
+def test_a_snapshot_sees_a_renamed_entry_and_a_replaced_folder(tmp_path):
+  # The snapshot is how a run notices that --out changed under it: a rename that keeps every
+  # size and time, and a folder swapped for an identical copy, are both changes.
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "a.txt").write_text("same")
+  before = report._Snapshot.of(out)
+  assert before == report._Snapshot.of(out)
+  os.rename(out / "a.txt", out / "b.txt")
+  renamed = report._Snapshot.of(out)
+  assert renamed != before and renamed.entries != before.entries
+  twin = tmp_path / "twin"
+  shutil.copytree(out, twin, copy_function=shutil.copy2)
+  os.utime(
+    twin / "b.txt", ns=(os.stat(out / "b.txt").st_atime_ns, os.stat(out / "b.txt").st_mtime_ns)
+  )
+  assert report._Snapshot.of(twin).entries == renamed.entries
+  assert report._Snapshot.of(twin) != renamed  # same entries, another folder
+  assert report._Snapshot.of(tmp_path / "missing") is None

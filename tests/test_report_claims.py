@@ -338,6 +338,7 @@ def golden_cases() -> dict[str, dict]:
     },
     "no training": {"commutation": with_gaps(COMMUTATION)},
     "no commutation": {"training": KNOWN},
+    "no relu trained": {"training": dict(KNOWN, identity=[])},
     "neither": {},
   }
 

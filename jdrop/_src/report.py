@@ -290,10 +290,10 @@ def build(
       sections[name] = module.section(results[name], figures)
       timings[name] = time.perf_counter() - start
       (tmp / "results" / f"{name}.json").write_text(
-        json.dumps(results[name], indent=1, default=_json_default)
+        json.dumps(json_ready(results[name]), indent=1, allow_nan=False)
       )
     meta = metadata(argv, timings, full=full, data=data)
-    (tmp / "results" / "meta.json").write_text(json.dumps(meta, indent=1))
+    (tmp / "results" / "meta.json").write_text(json.dumps(json_ready(meta), indent=1))
     (tmp / "REPORT.md").write_text(render(results, sections, meta))
     with cli_args.deferred():  # the last step runs whole: an interrupt waits for its end
       _place(tmp, out, before)
@@ -450,12 +450,19 @@ def _libc() -> Any:
   return libc if hasattr(libc, "renameat2") else None
 
 
-def _json_default(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+  """``value`` with arrays and NumPy scalars as lists and numbers, and every NaN or infinity
+  as the string ``"nan"``, ``"inf"`` or ``"-inf"``: strict JSON, which any parser reads (Python's
+  ``json`` would write bare ``NaN``, which is not JSON)."""
+  if isinstance(value, dict):
+    return {key: json_ready(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(item) for item in value]
   if hasattr(value, "tolist"):
-    return value.tolist()
+    return json_ready(value.tolist())
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)
-  raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+  return value
 
 
 def metadata(
@@ -741,7 +748,9 @@ def claims(results: dict) -> str:
   training_text = {
     True: "training with the same keys gives bit-identical parameters in both orders",
     False: "yet training did NOT give bit-identical parameters (see the training section)",
-    None: "training was not run",
+    None: "relu was not among the trained activations"
+    if results.get("training")
+    else "training was not run",
   }[identical]
   claim(
     "isn't that producing the exact same results?",
