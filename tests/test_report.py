@@ -615,3 +615,34 @@ def test_a_snapshot_sees_a_renamed_entry_and_a_replaced_folder(tmp_path):
   assert report._Snapshot.of(twin).entries == renamed.entries
   assert report._Snapshot.of(twin) != renamed  # same entries, another folder
   assert report._Snapshot.of(tmp_path / "missing") is None
+
+
+def test_free_sibling_is_a_timestamped_name_then_numbered(tmp_path, monkeypatch):
+  monkeypatch.setattr(
+    report.time, "strftime", lambda fmt: "20261205-061500" if fmt == "%Y%m%d-%H%M%S" else "?"
+  )
+  out = tmp_path / "report"
+  first = report.free_sibling(out)
+  assert first == tmp_path / "report.20261205-061500"
+  first.mkdir()
+  second = report.free_sibling(out)
+  assert second == tmp_path / "report.20261205-061500-2"
+  second.symlink_to(tmp_path / "nowhere")  # a dangling link is taken too
+  assert report.free_sibling(out) == tmp_path / "report.20261205-061500-3"
+
+
+def test_alive_only_asks_and_tells_a_live_process_from_a_gone_one():
+  child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    started = report._started(child.pid)
+    assert started is not None
+    assert report._alive({"pid": child.pid, "started": started})
+    assert report._alive({"pid": child.pid})
+    assert child.poll() is None  # asking sent it no signal
+    assert not report._alive({"pid": child.pid, "started": started + 1})  # a reused pid
+    assert report._alive({"pid": child.pid, "host": "another-host"})  # unsure: yes
+    assert report._alive({"pid": "not a pid"})
+  finally:
+    child.kill()
+    child.wait(timeout=30)
+  assert not report._alive({"pid": child.pid, "started": started})
