@@ -21,7 +21,10 @@ shift $(($# < 2 ? $# : 2))
 case $group in
   order) mutate='"jdrop/_src/order.py"'; tests='"tests/test_order.py"' ;;
   masks) mutate='"jdrop/_src/masks.py"'; tests='"tests/test_masks.py", "tests/test_contract.py", "tests/test_fast.py"' ;;
-  dropout) mutate='"jdrop/_src/dropout.py"'; tests='"tests/test_contract.py", "tests/test_order.py", "tests/test_fast.py"' ;;
+  dropout)
+    mutate='"jdrop/_src/dropout.py"'
+    tests='"tests/test_contract.py", "tests/test_order.py", "tests/test_fast.py",'
+    tests+=' "tests/test_narrow_floats_and_limits.py", "tests/test_statistics.py"' ;;
   report)
     mutate='"jdrop/_src/report.py"'
     tests='"tests/test_report_claims.py", "tests/test_report.py"' ;;
