@@ -32,6 +32,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from jdrop._src import machine
+
 Runner = Callable[[], object]
 """One call of a contender; it returns only when its work is done (``block_until_ready``)."""
 
@@ -108,13 +110,8 @@ def load_average() -> str:
 
 
 def processor() -> str:
-  """The CPU's model name: ``/proc/cpuinfo``'s, else ``platform.processor()``'s."""
-  cpuinfo = Path("/proc/cpuinfo")
-  if cpuinfo.exists():
-    for line in cpuinfo.read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  return platform.processor() or "unknown processor"
+  """The CPU's model name (:func:`jdrop._src.machine.processor`)."""
+  return machine.processor()
 
 
 def machine_info() -> dict[str, Any]:

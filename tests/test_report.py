@@ -7,6 +7,8 @@ system without ``renameat2``. Signals sent to a real ``python -m jdrop report`` 
 ``test_report_signals.py``.
 """
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -206,19 +208,21 @@ def change(fakes, name, what):
 
 
 @pytest.mark.parametrize(
-  "what, state",
+  "what, state, reason",
   [
-    ("created", None),
-    ("created empty", None),
-    ("created as a file", None),
-    ("filled", "empty"),
-    ("removed", "empty"),
-    ("written into", "report"),
-    ("rewritten", "report"),
-    ("removed", "report"),
+    ("created", None, "something appeared there"),
+    ("created empty", None, "something appeared there"),
+    ("created as a file", None, "something appeared there"),
+    ("filled", "empty", "it is no longer the empty folder it was"),
+    ("removed", "empty", "it disappeared"),
+    ("written into", "report", "the earlier report in it changed"),
+    ("rewritten", "report", "the earlier report in it changed"),
+    ("removed", "report", "it disappeared"),
   ],
 )
-def test_out_that_changed_during_the_run_is_left_alone(fakes, tmp_path, system, what, state):
+def test_out_that_changed_during_the_run_is_left_alone(
+  fakes, tmp_path, system, what, state, reason
+):
   out = tmp_path / "out"
   if state == "empty":
     out.mkdir()
@@ -256,6 +260,7 @@ def test_out_that_changed_during_the_run_is_left_alone(fakes, tmp_path, system, 
   kept = exc.value.kept
   assert str(kept) in str(exc.value) and "changed while the report was built" in str(exc.value)
   assert kept.parent == tmp_path and kept.name.startswith("out.")
+  assert f"changed while the report was built ({reason}), so it was left alone" in str(exc.value)
   assert (kept / "REPORT.md").exists() and (kept / "results" / "meta.json").exists()
   assert ".jdrop-build" not in listing(kept)
   # out is exactly what the change left.
@@ -646,3 +651,116 @@ def test_alive_only_asks_and_tells_a_live_process_from_a_gone_one():
     child.kill()
     child.wait(timeout=30)
   assert not report._alive({"pid": child.pid, "started": started})
+
+
+def test_why_a_folder_is_not_a_report_in_full(tmp_path):
+  folder = tmp_path / "out"
+  (folder / "results").mkdir(parents=True)
+  assert report._not_a_report(folder) == "has no readable results/meta.json"
+  (folder / "results" / "meta.json").write_text('{"command": "make all"}')
+  assert report._not_a_report(folder) == "has a results/meta.json that jdrop did not write"
+  (folder / "results" / "meta.json").write_text('{"command": "python -m jdrop report"}')
+  assert report._not_a_report(folder) is None
+  for name in ("a.txt", "b.txt", "c.txt"):
+    (folder / name).write_text("mine")
+  assert report._not_a_report(folder) == "holds what a report does not write (a.txt, b.txt, c.txt)"
+  (folder / "d.txt").write_text("mine")
+  assert report._not_a_report(folder) == (
+    "holds what a report does not write (a.txt, b.txt, c.txt and 1 more)"
+  )
+  (folder / "results" / "e.txt").write_text("mine")
+  assert report._not_a_report(folder) == (
+    "holds what a report does not write (a.txt, b.txt, c.txt and 2 more)"
+  )
+
+
+class FakeLibc:
+  """A C library whose renameat2 fails with ``code``, recording its arguments."""
+
+  def __init__(self, code: int):
+    self.code, self.calls = code, []
+
+  def renameat2(self, *args):
+    self.calls.append(args)
+    ctypes.set_errno(self.code)
+    return -1
+
+
+def test_rename_passes_renameat2_both_paths_and_the_flag(tmp_path, monkeypatch):
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  libc = FakeLibc(errno.EPERM)
+  monkeypatch.setattr(report, "_libc", lambda: libc)
+  with pytest.raises(OSError) as exc:
+    report._rename(src, dst, report._RENAME_EXCHANGE)
+  assert libc.calls == [(report._AT_FDCWD, os.fsencode(src), report._AT_FDCWD, os.fsencode(dst), 2)]
+  err = exc.value
+  assert (err.errno, err.strerror) == (errno.EPERM, os.strerror(errno.EPERM))
+  assert (err.filename, err.filename2) == (str(src), str(dst))
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EINVAL])
+def test_rename_without_renameat2_support_falls_back(tmp_path, monkeypatch, code):
+  # ENOSYS (an old kernel) and EINVAL (a file system without the flag) are not errors: the
+  # portable way is taken, as when the C library has no renameat2 at all.
+  monkeypatch.setattr(report, "_libc", lambda: FakeLibc(code))
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  assert report._rename(src, dst, report._RENAME_EXCHANGE) is False  # no portable swap
+  assert src.is_dir() and not dst.exists()
+  assert report._rename(src, dst, report._RENAME_NOREPLACE) is True
+  assert dst.is_dir() and not src.exists()
+  src.mkdir()
+  with pytest.raises(FileExistsError) as exc:
+    report._rename(src, dst, report._RENAME_NOREPLACE)
+  assert (exc.value.errno, exc.value.strerror) == (errno.EEXIST, os.strerror(errno.EEXIST))
+  assert exc.value.filename == str(dst)
+
+
+def test_rename_with_the_real_renameat2(tmp_path):
+  if report._libc() is None:
+    pytest.skip("renameat2 is not available here")
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  assert report._rename(src, dst, report._RENAME_NOREPLACE) is True and dst.is_dir()
+  src.mkdir()
+  with pytest.raises(OSError) as exc:
+    report._rename(src, dst, report._RENAME_NOREPLACE)
+  assert exc.value.errno == errno.EEXIST and exc.value.filename2 == str(dst)
+
+
+def test_place_does_not_need_the_marker(tmp_path):
+  # The marker is removed from the placed report if it is there; a build without one is fine.
+  build = tmp_path / ".out.jdrop-build-1-x"
+  build.mkdir()
+  (build / "REPORT.md").write_text("report")
+  report._place(build, tmp_path / "out", None)
+  assert (tmp_path / "out" / "REPORT.md").read_text() == "report"
+
+
+def test_metadata_names_the_command_the_time_zone_and_the_processor(monkeypatch, tmp_path):
+  monkeypatch.setattr(sys, "argv", ["python -m jdrop", "report", "--out", "x"])
+  meta = report.metadata(None, {"variance": 1.234}, full=False, data=None)
+  assert meta["command"] == "python -m jdrop report --out x"
+  assert meta["date"].endswith("+00:00")  # UTC, said so
+  assert meta["configuration"] == "default" and meta["seconds"] == {"variance": 1.2}
+  assert report.metadata(["a"], {}, full=True, data="d.npz")["configuration"] == "full"
+
+
+def test_processor_reads_the_model_name_then_falls_back(tmp_path, monkeypatch):
+  from jdrop._src import machine
+
+  cpuinfo = tmp_path / "cpuinfo"
+  cpuinfo.write_text(
+    "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz: rev 7\n"
+    "processor\t: 1\nmodel name\t: Another CPU\n"
+  )
+  assert machine.processor(cpuinfo) == "Intel(R) Xeon(R) CPU @ 2.20GHz: rev 7"
+  monkeypatch.setattr(machine.platform, "processor", lambda: "x86_64")
+  cpuinfo.write_text("processor\t: 0\nflags\t: fpu\n")
+  assert machine.processor(cpuinfo) == "x86_64"
+  monkeypatch.setattr(machine.platform, "processor", lambda: "")
+  monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
+  assert machine.processor(tmp_path / "missing") == "aarch64"
+  monkeypatch.setattr(machine.platform, "machine", lambda: "")
+  assert machine.processor(tmp_path / "missing") == "unknown processor"
