@@ -353,8 +353,28 @@ def golden_text() -> str:
   return "\n".join(parts)
 
 
+META = {
+  "command": "python -m jdrop report --out r",
+  "date": "2026-12-05T06:30:00+00:00",
+  "machine": "a CPU, 2 cores",
+  "backend": "cpu (cpu)",
+  "configuration": "default",
+  "data": "the data",
+  "versions": {"python": "3.11", "jax": "0.10"},
+  "seconds": {"commutation": 1.5, "variance": 2.0},
+}
+
+
+def golden_render() -> str:
+  """The whole REPORT.md of one case: header, answer, claims, two sections, the literature
+  (from the case's commutation results) and the reproducibility list."""
+  results = golden_cases()["no training"]
+  sections = {"variance": "## 3. Variance\n\nA section.", "commutation": "## 1. Table\n\nRows."}
+  return "<!-- render -->\n\n" + report.render(results, sections, META)
+
+
 def test_answer_and_claims_match_the_reviewed_text():
-  text = golden_text()
+  text = golden_text() + golden_render()
   if os.environ.get("JDROP_UPDATE_GOLDEN"):
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(text, encoding="utf-8")

@@ -917,6 +917,7 @@ def render(results: dict, sections: dict[str, str], meta: dict[str, Any]) -> str
   ]
   body = [sections[name] for name in STUDIES if name in sections]
   body += [text for text in (literature.section(results),) if text]
+  body = [text.rstrip("\n") + "\n" for text in body]  # a blank line after each section
   versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
   seconds = ", ".join(f"{k} {v} s" for k, v in meta["seconds"].items())
   tail = [
