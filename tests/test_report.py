@@ -14,6 +14,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -814,3 +815,27 @@ def test_ours_is_true_only_for_this_process_marker(tmp_path):
   assert not report._ours(tmp_path)
   marker.write_text("{broken")
   assert not report._ours(tmp_path)
+
+
+def test_a_build_folder_is_named_and_marked_for_its_process(tmp_path):
+  build = report._new_build(tmp_path / "out")
+  assert build.parent == tmp_path
+  match = report._BUILD_NAME.fullmatch(build.name)
+  assert match and build.name.startswith(".out.") and int(match.group(1)) == os.getpid()
+  assert build.stat().st_mode & 0o777 == 0o755
+  owner = json.loads((build / ".jdrop-build").read_text())
+  assert owner == {
+    "pid": os.getpid(),
+    "host": socket.gethostname(),
+    "started": report._started(os.getpid()),
+  }
+  assert owner["started"] is not None
+
+
+def test_started_reads_field_22_after_the_last_parenthesis(tmp_path):
+  # A process may name itself anything, parentheses and spaces included.
+  (tmp_path / "7").mkdir()
+  fields = " ".join(str(n) for n in range(3, 23))  # fields 3 .. 22: field 22 is "22"
+  (tmp_path / "7" / "stat").write_text(f"7 (a) b (c) d) {fields} 23 24\n")
+  assert report._started(7, tmp_path) == 22
+  assert report._started(8, tmp_path) is None

@@ -299,11 +299,12 @@ def gap(pre: float, pre_stderr: float, post: float, post_stderr: float) -> dict:
 
 def with_gaps(commutation: dict) -> dict:
   """``commutation`` with measured gaps for exponential and sigmoid at two rates: at 0.5 (the
-  largest, the one reported) one shift is exactly 3 standard errors from 0 and one 3.5."""
+  largest, the one reported; "5e-05" is larger as a string) one shift is exactly 3 standard
+  errors from 0 and one 3.5."""
   out = copy.deepcopy(commutation)
   gaps = {
     "exponential": {"0.1": gap(9.0, 1.0, 9.0, 1.0), "0.5": gap(0.75, 0.25, 0.875, 0.25)},
-    "sigmoid": {"0.5": gap(-0.625, 0.125, 0.375, 0.125), "0.25": gap(5.0, 1.0, 5.0, 1.0)},
+    "sigmoid": {"0.5": gap(-0.625, 0.125, 0.375, 0.125), "5e-05": gap(5.0, 1.0, 5.0, 1.0)},
   }
   for row in out["rows"]:
     row["gaps"] = gaps.get(row["activation"], {})
@@ -331,6 +332,10 @@ def golden_cases() -> dict[str, dict]:
         ("gelu", 0.5, 0.01, -0.01),
         ("relu", 0.5, 0.0, 0.0),
       ),
+    },
+    "two tasks, sigmoid pre better": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": two_tasks(("sigmoid", 0.5, -0.02, 0.0), ("sigmoid", 0.1, 0.0, -0.01)),
     },
     "two tasks, nothing significant": {
       "commutation": only_relu,

@@ -330,10 +330,10 @@ def _ours(tmp: Path) -> bool:
     return False
 
 
-def _started(pid: int) -> int | None:
-  """When process ``pid`` started (clock ticks since boot, from /proc), or None."""
+def _started(pid: int, proc: Path = Path("/proc")) -> int | None:
+  """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None."""
   try:
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    stat = (proc / str(pid) / "stat").read_text()
   except OSError:
     return None
   return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name may contain spaces
@@ -892,7 +892,7 @@ def _training_claim(training: dict | None, activation: str) -> str:
   parts = []
   for r in rows:
     p = r["pre_minus_post"]
-    adjusted = f", Holm-adjusted p = {p['p_t_holm']:.2g}" if "p_t_holm" in p else ""
+    adjusted = f", Holm-adjusted p = {p['p_t_holm']:.2g}"
     task = f"{training['data'][r['task']]['name']}, " if "tasks" in training else ""
     parts.append(
       f"{task}rate {r['rate']}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
