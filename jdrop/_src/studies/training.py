@@ -45,6 +45,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
@@ -79,14 +80,43 @@ VARIANTS: dict[str, tuple[str, bool]] = {
   "selu_alpha": ("selu", True),
 }
 ORDERS = ("none", "pre", "post")
-# Task name -> what it is, for the report. "npz" is a user's file (Config.data).
-TASKS: dict[str, str] = {
-  "digits": "scikit-learn's 8x8 handwritten digits, the easy baseline",
-  "mnist1d": "1-D signals generated procedurally from ten templates (Greydanus 2020), where an"
-  " MLP reaches only about 68% test accuracy, so differences between the orders have room"
-  " to show",
-  "npz": "the user's arrays (Config.data)",
+
+
+class Task(NamedTuple):
+  """A task of the study: the model trained on it and a line for the report."""
+
+  model: str  # "mlp" | "cnn" | "transformer"
+  about: str
+
+
+# Task name -> its model and what it is. "npz" is a user's file (Config.data).
+TASKS: dict[str, Task] = {
+  "digits": Task("mlp", "scikit-learn's 8x8 handwritten digits, the easy baseline"),
+  "mnist1d": Task(
+    "mlp",
+    "1-D signals generated procedurally from ten templates (Greydanus 2020), where an MLP"
+    " reaches only about 68% test accuracy, so differences between the orders have room to"
+    " show",
+  ),
+  "mnist1d_cnn": Task(
+    "cnn",
+    "the same MNIST-1D signals for a 1-D CNN with spatial dropout (one keep or drop per example"
+    " and channel, shared along the signal), the architecture Greydanus reports 94% for",
+  ),
+  "modadd": Task(
+    "transformer",
+    "(a + b) mod p as two-token sequences, a fixed 60% of the pairs trained on and the unseen"
+    " rest tested (Power et al. 2022): a small Transformer learns it from the MLP block's"
+    " features (Nanda et al. 2023), so dropout in that block sits where the answer is"
+    " computed, and within the step budget the test error is far from both chance and 0",
+  ),
+  "npz": Task("mlp", "the user's arrays (Config.data)"),
 }
+MODELS = ("mlp", "cnn", "transformer")
+# The variants the default configuration trains on the CNN and Transformer tasks (every
+# variant runs there in FULL): four activations that span the classes of the algebra
+# (relu commutes exactly; tanh and gelu keep f(0) = 0 but do not commute; sigmoid has f(0) != 0).
+SMALL_VARIANTS = ("relu", "tanh", "sigmoid", "gelu")
 LEVEL = _stats.LEVEL  # the confidence level of every per-comparison interval
 LOSS_TAIL = 0.1  # the reported training loss is the mean over this final fraction of steps
 
@@ -109,8 +139,18 @@ class Config:
       hyperparameters; ``"npz"`` (only) is the file ``data``.
     data: an ``.npz`` file (see :func:`jdrop._src.studies.data.load_npz`) for the task
       ``"npz"``, else None.
-    split_seed: the seed of the digits' stratified train/test split.
+    split_seed: the seed of the digits' stratified train/test split and of modular
+      addition's split.
     test_fraction: the digits' held-out fraction.
+    channels: the CNN's convolution channels (task ``"mnist1d_cnn"``).
+    kernel_size: the CNN's kernel width.
+    width: the Transformer's model width (task ``"modadd"``).
+    mlp_width: the width of the Transformer's MLP, where dropout is.
+    heads: the Transformer's attention heads.
+    layers: the Transformer's blocks.
+    modulus: ``p`` of the task ``"modadd"`` (its vocabulary and number of classes).
+    per_task: task name -> :class:`TaskSettings`, the hyperparameters in which a task differs
+      from the fields above (fewer variants, other steps, learning rate or batch size).
   """
 
   variants: tuple[str, ...] = tuple(VARIANTS)
@@ -121,14 +161,58 @@ class Config:
   steps: int = 300
   batch_size: int = 64
   learning_rate: float = 3e-3
-  tasks: tuple[str, ...] = ("digits", "mnist1d")
+  tasks: tuple[str, ...] = ("digits", "mnist1d", "mnist1d_cnn", "modadd")
   data: str | None = None
   split_seed: int = 0
   test_fraction: float = 0.25
+  channels: tuple[int, ...] = (16, 16, 16)
+  kernel_size: int = 5
+  width: int = 32
+  mlp_width: int = 64
+  heads: int = 2
+  layers: int = 1
+  modulus: int = 31
+  per_task: Mapping[str, TaskSettings] = dataclasses.field(
+    default_factory=lambda: {
+      "mnist1d_cnn": TaskSettings(variants=SMALL_VARIANTS),
+      "modadd": TaskSettings(variants=SMALL_VARIANTS),
+    }
+  )
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskSettings:
+  """How one task's training differs from the :class:`Config`: a field that is not None
+  replaces the config's (``variants`` keeps the config's variants that it names).
+
+  Both orders and the ``none`` baseline of a task always share these values.
+  """
+
+  variants: tuple[str, ...] | None = None
+  steps: int | None = None
+  learning_rate: float | None = None
+  batch_size: int | None = None
+
+
+# The default trains the CNN and Transformer tasks on SMALL_VARIANTS only, to keep the report
+# within minutes on 2 CPU cores; FULL trains every variant on every task, longer, more seeds.
 DEFAULT = Config()
-FULL = Config(seeds=16, steps=1500)
+FULL = Config(seeds=16, steps=1500, per_task={})
+
+
+def task_config(config: Config, task: str) -> Config:
+  """``config`` as it trains ``task``: with the fields that ``config.per_task[task]`` sets."""
+  settings = config.per_task.get(task)
+  if settings is None:
+    return config
+  changes = {
+    f.name: getattr(settings, f.name)
+    for f in dataclasses.fields(settings)
+    if getattr(settings, f.name) is not None
+  }
+  if "variants" in changes:
+    changes["variants"] = tuple(v for v in config.variants if v in changes["variants"])
+  return dataclasses.replace(config, **changes)
 
 
 # ----------------------------------------------------------------------------
@@ -143,6 +227,7 @@ def hidden_block(
   rate: ArrayLike,
   pre: bool | ArrayLike,
   alpha: bool = False,
+  broadcast_dims: Sequence[int] = (),
 ) -> jax.Array:
   r"""``f(D(h))`` if ``pre`` else ``D(f(h))``, with one mask drawn from ``key`` for both.
 
@@ -150,6 +235,8 @@ def hidden_block(
   ``alpha`` the dropout is :func:`jdrop.alpha_dropout`, which draws the same mask from the same
   key in both places; otherwise :func:`jdrop.keep_mask` draws it once and
   :func:`jdrop.apply_mask` applies it. At rate 0 every unit is kept and the result is ``f(h)``.
+  The mask is shared along ``broadcast_dims`` (size 1 there): e.g. ``(1,)`` for a convolution's
+  ``(batch, length, channels)`` output is spatial dropout, one draw per example and channel.
 
   Example:
     >>> import jax, jax.numpy as jnp
@@ -160,12 +247,20 @@ def hidden_block(
     True
   """
   if alpha:
-    drop = functools.partial(_dropout.alpha_dropout, key, rate=rate)
+    drop = functools.partial(
+      _dropout.alpha_dropout, key, rate=rate, broadcast_dims=tuple(broadcast_dims)
+    )
   else:
-    mask = masks.keep_mask(key, h.shape, rate=rate)
+    mask = masks.keep_mask(key, mask_shape(h.shape, broadcast_dims), rate=rate)
     drop = lambda y: _dropout.apply_mask(y, mask, rate=rate)
   a = f(jnp.where(pre, drop(h), h))
   return jnp.where(pre, a, drop(a))
+
+
+def mask_shape(shape: Sequence[int], broadcast_dims: Sequence[int]) -> tuple[int, ...]:
+  """``shape`` with 1 along ``broadcast_dims``: the shape of a mask shared along those axes."""
+  shared = {d % len(shape) for d in broadcast_dims}
+  return tuple(1 if i in shared else n for i, n in enumerate(shape))
 
 
 class MLP(nn.Module):
@@ -206,6 +301,103 @@ class MLP(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
+class CNN(nn.Module):
+  """1-D convolutions over the length axis (:func:`hidden_block` with spatial dropout), then a
+  Dense readout of the flattened features.
+
+  Input rows ``(batch, length)`` are one-channel signals. Each convolution has stride 2 and
+  ``SAME`` padding; its dropout mask is shared along the length axis (one keep or drop per
+  example and channel, Tompson et al. 2015), drawn from ``fold_in(key, i)`` for block ``i``.
+
+  Attributes:
+    channels: the convolutions' output channels.
+    kernel_size: the convolutions' width.
+    num_classes: the readout's width.
+    activation: a name from :mod:`jdrop.activations`.
+    alpha: use alpha dropout (for selu) instead of inverted dropout.
+  """
+
+  channels: tuple[int, ...]
+  kernel_size: int
+  num_classes: int
+  activation: str
+  alpha: bool = False
+
+  @nn.compact
+  def __call__(
+    self,
+    x: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    rate: ArrayLike = 0.0,
+    pre: bool | ArrayLike = True,
+  ) -> jax.Array:
+    """Logits for the signals ``x``; dropout (``rate``, order ``pre``) only if ``key`` is given."""
+    f = activations.get(self.activation)
+    x = x[..., None]
+    for i, width in enumerate(self.channels):
+      h = nn.Conv(width, (self.kernel_size,), strides=(2,), padding="SAME")(x)
+      if key is None:
+        x = f(h)
+      else:
+        k = jax.random.fold_in(key, i)
+        x = hidden_block(k, h, f, rate=rate, pre=pre, alpha=self.alpha, broadcast_dims=(-2,))
+    return nn.Dense(self.num_classes)(x.reshape(*x.shape[:-2], -1))
+
+
+class Transformer(nn.Module):
+  """Pre-LN Transformer blocks over token sequences, then mean pooling and a Dense readout.
+
+  Each block is ``x + Attention(LN(x))`` then ``x + Dense(MLP(LN(x)))`` where the MLP is
+  ``Dense(mlp_width)`` followed by :func:`hidden_block` (the activation with dropout before or
+  after it, block ``i``'s mask drawn from ``fold_in(key, i)``). Attention and the residual
+  stream have no dropout, so the order inside the MLP is the only difference between runs.
+  Tokens get a learned embedding plus a learned position embedding.
+
+  Attributes:
+    vocab: the number of distinct tokens.
+    width: the model (residual stream) width.
+    mlp_width: the MLP's hidden width.
+    heads: attention heads per block.
+    layers: the number of blocks.
+    num_classes: the readout's width.
+    activation: a name from :mod:`jdrop.activations`.
+    alpha: use alpha dropout (for selu) instead of inverted dropout.
+  """
+
+  vocab: int
+  width: int
+  mlp_width: int
+  heads: int
+  layers: int
+  num_classes: int
+  activation: str
+  alpha: bool = False
+
+  @nn.compact
+  def __call__(
+    self,
+    tokens: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    rate: ArrayLike = 0.0,
+    pre: bool | ArrayLike = True,
+  ) -> jax.Array:
+    """Logits for the token rows; dropout (``rate``, order ``pre``) only if ``key`` is given."""
+    f = activations.get(self.activation)
+    position = self.param("position", nn.initializers.normal(0.02), (tokens.shape[-1], self.width))
+    x = nn.Embed(self.vocab, self.width)(tokens) + position
+    for i in range(self.layers):
+      x = x + nn.SelfAttention(num_heads=self.heads, deterministic=True)(nn.LayerNorm()(x))
+      h = nn.Dense(self.mlp_width)(nn.LayerNorm()(x))
+      if key is None:
+        h = f(h)
+      else:
+        h = hidden_block(jax.random.fold_in(key, i), h, f, rate=rate, pre=pre, alpha=self.alpha)
+      x = x + nn.Dense(self.width)(h)
+    return nn.Dense(self.num_classes)(nn.LayerNorm()(x).mean(axis=-2))
+
+
 class Trained(NamedTuple):
   """What one training run returns (with leading axes under ``vmap``)."""
 
@@ -223,18 +415,43 @@ def batch_indices(key: jax.Array, n: int, steps: int, batch_size: int) -> jax.Ar
   return order.reshape(-1, batch_size)[:steps]
 
 
-def trainer(variant: str, config: Config, num_classes: int) -> Callable[..., Trained]:
-  """The pure function that trains one model of ``variant``: ``train(key, rate, pre, x_train,
-  y_train, x_test, y_test) -> Trained``.
-
-  The model and optimiser come from ``config`` (``hidden``, ``steps``, ``batch_size``,
-  ``learning_rate``). ``key`` (one seed) is split into the initialisation key, the
-  minibatch-order key and the dropout key; step ``t`` draws its masks from
-  ``fold_in(dropout_key, t)``. ``rate`` and ``pre`` may be traced. ``jax.vmap`` it over keys
-  for seeds and over ``(rate, pre)`` for runs; ``jax.jit`` it for one model.
-  """
+def build_model(task: str, variant: str, config: Config, num_classes: int) -> nn.Module:
+  """The model of ``task`` (:data:`TASKS`) for ``variant``: an :class:`MLP`, a :class:`CNN` or
+  a :class:`Transformer`, shaped by ``config``."""
   activation, alpha = VARIANTS[variant]
-  model = MLP(hidden=config.hidden, num_classes=num_classes, activation=activation, alpha=alpha)
+  kind = TASKS[task].model
+  if kind == "cnn":
+    return CNN(config.channels, config.kernel_size, num_classes, activation, alpha)
+  if kind == "transformer":
+    return Transformer(
+      vocab=config.modulus,
+      width=config.width,
+      mlp_width=config.mlp_width,
+      heads=config.heads,
+      layers=config.layers,
+      num_classes=num_classes,
+      activation=activation,
+      alpha=alpha,
+    )
+  return MLP(hidden=config.hidden, num_classes=num_classes, activation=activation, alpha=alpha)
+
+
+def trainer(
+  variant: str, config: Config, num_classes: int, *, task: str | None = None
+) -> Callable[..., Trained]:
+  """The pure function that trains one model of ``variant`` on ``task`` (default the config's
+  first): ``train(key, rate, pre, x_train, y_train, x_test, y_test) -> Trained``.
+
+  The model comes from the task (:func:`build_model`), the optimiser from
+  ``task_config(config, task)`` (``steps``, ``batch_size``, ``learning_rate``). ``key`` (one
+  seed) is split into the initialisation key, the minibatch-order key and the dropout key;
+  step ``t`` draws its masks from ``fold_in(dropout_key, t)``. ``rate`` and ``pre`` may be
+  traced. ``jax.vmap`` it over keys for seeds and over ``(rate, pre)`` for runs; ``jax.jit``
+  it for one model.
+  """
+  task = config.tasks[0] if task is None else task
+  config = task_config(config, task)
+  model = build_model(task, variant, config, num_classes)
   optimizer = optax.adam(config.learning_rate)
   steps, batch_size = config.steps, config.batch_size
   tail = max(1, round(LOSS_TAIL * steps))
@@ -282,14 +499,17 @@ def compiler_options() -> dict[str, Any]:
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
 
 
-def study_program(variant: str, config: Config, num_classes: int) -> Callable[..., Trained]:
-  """``train`` vmapped over seeds (keys) and over runs (``rate``, ``pre``), jitted once.
+def study_program(
+  variant: str, config: Config, num_classes: int, *, task: str | None = None
+) -> Callable[..., Trained]:
+  """``train`` (:func:`trainer`) vmapped over seeds (keys) and over runs (``rate``, ``pre``),
+  jitted once.
 
   Call it as ``program(keys, rates, pres, x_train, y_train, x_test, y_test)`` with ``keys`` of
   shape ``(seeds,)`` and ``rates``, ``pres`` of shape ``(runs,)``; outputs have leading axes
   ``(runs, seeds)``.
   """
-  train = trainer(variant, config, num_classes)
+  train = trainer(variant, config, num_classes, task=task)
   data_axes = (None, None, None, None)
   over_seeds = jax.vmap(train, in_axes=(0, None, None, *data_axes))
   over_runs = jax.vmap(over_seeds, in_axes=(None, 0, 0, *data_axes))
@@ -335,19 +555,27 @@ def check_config(config: Config) -> Config:
       config.rates,
       "Use e.g. rates=(0.1, 0.3, 0.5); the no-dropout run is always included.",
     )
-  for name, low in (("seeds", 2), ("first_seed", 0), ("steps", 1), ("batch_size", 1)):
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+  counts = {"seeds": 2, "first_seed": 0, "steps": 1, "batch_size": 1, "kernel_size": 1}
+  counts |= {"width": 1, "mlp_width": 1, "heads": 1, "layers": 1, "modulus": 2}
+  for name, low in counts.items():
+    _check_int(fn, f"config.{name}", getattr(config, name), low, DEFAULT_VALUES[name])
+  for name in ("hidden", "channels"):
+    widths = getattr(config, name)
+    if not widths or not all(_is_int(w) and w >= 1 for w in widths):
       raise errors.value_error(
-        fn, f"config.{name}", f"must be an int >= {low}", value, f"Use e.g. {name}=8."
+        fn,
+        f"config.{name}",
+        "must be a non-empty tuple of positive widths",
+        widths,
+        f"Use e.g. {name}={DEFAULT_VALUES[name]}.",
       )
-  if not config.hidden or not all(isinstance(w, int) and w >= 1 for w in config.hidden):
+  if config.width % config.heads:
     raise errors.value_error(
       fn,
-      "config.hidden",
-      "must be a non-empty tuple of positive widths",
-      config.hidden,
-      "Use e.g. hidden=(64, 64).",
+      "config.heads",
+      f"must divide config.width ({config.width})",
+      config.heads,
+      "Use e.g. width=32, heads=2.",
     )
   tasks = config.tasks
   if not tasks or len(set(tasks)) < len(tasks) or any(t not in TASKS for t in tasks):
@@ -370,7 +598,68 @@ def check_config(config: Config) -> Config:
     raise errors.value_error(
       fn, "config.learning_rate", "must be positive", config.learning_rate, "Use e.g. 3e-3."
     )
+  _check_per_task(fn, config)
   return config
+
+
+DEFAULT_VALUES = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(fn: str, arg: str, value: Any, low: int, example: Any) -> None:
+  if not _is_int(value) or value < low:
+    name = arg.rsplit(".", 1)[-1]
+    raise errors.value_error(
+      fn, arg, f"must be an int >= {low}", value, f"Use e.g. {name}={example}."
+    )
+
+
+def _check_per_task(fn: str, config: Config) -> None:
+  """Raises a ValueError or TypeError for a bad ``config.per_task``."""
+  if not isinstance(config.per_task, Mapping):
+    raise errors.type_error(
+      fn,
+      "config.per_task",
+      "must be a dict of task names to TaskSettings",
+      errors.short(config.per_task),
+      "Use e.g. per_task={'modadd': TaskSettings(steps=500)}.",
+    )
+  for task, settings in config.per_task.items():
+    if task not in TASKS:
+      raise errors.value_error(
+        fn,
+        "config.per_task",
+        f"must have task names from {', '.join(TASKS)} as keys",
+        task,
+        "Use the names of jdrop._src.studies.training.TASKS.",
+      )
+    where = f"config.per_task[{task!r}]"
+    if not isinstance(settings, TaskSettings):
+      raise errors.type_error(
+        fn, where, "must be a TaskSettings", errors.short(settings), "Use TaskSettings(...)."
+      )
+    variants = settings.variants
+    if variants is not None and (
+      any(v not in VARIANTS for v in variants)
+      or (task in config.tasks and not set(variants) & set(config.variants))
+    ):
+      raise errors.value_error(
+        fn,
+        f"{where}.variants",
+        f"must name variants of config.variants ({', '.join(config.variants)})",
+        variants,
+        "Use None for all of them, or a subset such as ('relu', 'tanh').",
+      )
+    for name in ("steps", "batch_size"):
+      if getattr(settings, name) is not None:
+        _check_int(fn, f"{where}.{name}", getattr(settings, name), 1, DEFAULT_VALUES[name])
+    if settings.learning_rate is not None and not settings.learning_rate > 0:
+      raise errors.value_error(
+        fn, f"{where}.learning_rate", "must be positive", settings.learning_rate, "Use e.g. 3e-3."
+      )
 
 
 def with_data(config: Config, path: str | os.PathLike[str]) -> Config:
@@ -386,7 +675,8 @@ def with_data(config: Config, path: str | os.PathLike[str]) -> Config:
 
 def load(config: Config, task: str | None = None) -> _data.Dataset:
   """The dataset of ``task`` (default the config's first): the digits (split by
-  ``split_seed`` and ``test_fraction``), MNIST-1D, or the ``.npz`` file ``config.data``."""
+  ``split_seed`` and ``test_fraction``), MNIST-1D (for the MLP or the CNN), modular addition
+  (``modulus``, split by ``split_seed``), or the ``.npz`` file ``config.data``."""
   task = config.tasks[0] if task is None else task
   if task == "npz":
     if config.data is None:
@@ -395,49 +685,67 @@ def load(config: Config, task: str | None = None) -> _data.Dataset:
       )
     return _data.load_npz(config.data)
   if task == "mnist1d":
-    return _data.load_mnist1d()
+    return _mnist1d()
+  if task == "mnist1d_cnn":
+    return dataclasses.replace(_mnist1d(), name="MNIST-1D (CNN)")
+  if task == "modadd":
+    return _data.load_modadd(modulus=config.modulus, seed=config.split_seed)
+  if task not in TASKS:
+    raise errors.value_error(
+      f"{_FN}.load", "task", f"must be a name from {', '.join(TASKS)}", task, "Use e.g. 'digits'."
+    )
   return _data.load_digits(seed=config.split_seed, test_fraction=config.test_fraction)
 
 
-def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] | None = None):
-  """Trains every variant, order, rate and seed of ``config`` and summarises the test errors.
+@functools.lru_cache(maxsize=1)
+def _mnist1d() -> _data.Dataset:
+  """MNIST-1D, generated once for both of its tasks (a few seconds of NumPy); never mutated."""
+  return _data.load_mnist1d()
 
-  Returns a JSON-serialisable dict: ``config``, ``data`` (sizes), ``seeds``, ``runs`` (test
-  error and final training loss per seed of every variant, order and rate), ``summary`` (per
-  variant and rate: the mean test error of none, pre and post with 95% t-intervals, and the
-  paired pre-minus-post difference with its interval), ``identity`` (per variant and rate: the
-  largest absolute difference between the final parameters of pre and post, and whether they
-  are bit-identical), ``timing`` and ``meta`` (versions, machine, date).
+
+def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] | None = None):
+  """Trains every task, variant, order, rate and seed of ``config`` and summarises the test
+  errors.
+
+  Returns a JSON-serialisable dict: ``config``, ``tasks``, ``task_configs`` (per task: its
+  model, variants, steps, learning rate and batch size), ``data`` (sizes), ``seeds``, ``runs``
+  (test error and final training loss per seed of every task, variant, order and rate),
+  ``summary`` (per task, variant and rate: the mean test error of none, pre and post with 95%
+  t-intervals, and the paired pre-minus-post difference with its interval), ``replication``,
+  ``identity`` (per task, variant and rate: the largest absolute difference between the final
+  parameters of pre and post, and whether they are bit-identical), ``timing`` and ``meta``
+  (versions, machine, date).
 
   Args:
     config: the study's parameters.
-    progress: called as ``progress(done, total, variant)`` after each variant.
+    progress: called as ``progress(done, total, "task/variant")`` after each program.
   """
   start = time.perf_counter()
   config = check_config(config)
+  configs = {task: task_config(config, task) for task in config.tasks}
   datasets = {task: load(config, task) for task in config.tasks}
-  smallest = min(len(d.x_train) for d in datasets.values())
-  if config.batch_size > smallest:
-    raise errors.value_error(
-      f"{_FN}.run",
-      "config.batch_size",
-      f"must be at most the number of training examples ({smallest})",
-      config.batch_size,
-      "Use a smaller batch_size.",
-    )
+  for task, data in datasets.items():
+    if configs[task].batch_size > len(data.x_train):
+      raise errors.value_error(
+        f"{_FN}.run",
+        "config.batch_size",
+        f"must be at most the number of training examples of {task} ({len(data.x_train)})",
+        configs[task].batch_size,
+        "Use a smaller batch_size.",
+      )
   seeds = [config.first_seed + i for i in range(config.seeds)]
   keys = jnp.stack([jax.random.key(s) for s in seeds])
   plan = runs(config)
   rates = jnp.asarray([r for _, r in plan], jnp.float32)
   pres = jnp.asarray([o != "post" for o, _ in plan])
   records, identity, compile_s, run_s = [], [], {}, {}
-  total, done = len(config.tasks) * len(config.variants), 0
+  total, done = sum(len(c.variants) for c in configs.values()), 0
 
   for task, data in datasets.items():
     arrays = [jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test)]
-    for variant in config.variants:
+    for variant in configs[task].variants:
       t0 = time.perf_counter()
-      program = study_program(variant, config, data.num_classes)
+      program = study_program(variant, config, data.num_classes, task=task)
       compiled = program.lower(keys, rates, pres, *arrays).compile()
       t1 = time.perf_counter()
       out = jax.block_until_ready(compiled(keys, rates, pres, *arrays))
@@ -464,6 +772,7 @@ def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] |
     "study": "training",
     "config": dataclasses.asdict(config),
     "tasks": list(config.tasks),
+    "task_configs": {task: _task_description(task, c) for task, c in configs.items()},
     "data": {task: d.describe() for task, d in datasets.items()},
     "seeds": seeds,
     "runs": records,
@@ -479,6 +788,29 @@ def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] |
       "models": total * len(plan) * len(seeds),
     },
     "meta": metadata(),
+  }
+
+
+def _task_description(task: str, config: Config) -> dict[str, Any]:
+  """What trains on ``task`` (``config`` already :func:`task_config`-ed), for the results."""
+  kind = TASKS[task].model
+  shape: dict[str, Any] = {
+    "mlp": {"hidden": list(config.hidden)},
+    "cnn": {"channels": list(config.channels), "kernel_size": config.kernel_size},
+    "transformer": {
+      "width": config.width,
+      "mlp_width": config.mlp_width,
+      "heads": config.heads,
+      "layers": config.layers,
+    },
+  }[kind]
+  return {
+    "model": kind,
+    **shape,
+    "variants": list(config.variants),
+    "steps": config.steps,
+    "learning_rate": config.learning_rate,
+    "batch_size": config.batch_size,
   }
 
 
