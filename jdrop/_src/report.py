@@ -557,7 +557,8 @@ def answer(results: dict) -> str:
         f" {len(training.get('seeds', []))} seeds each), corrected for testing"
         f" {_family(training)}, the pre-minus-post difference in test error is significant for"
         f" {count} of {len(paired)} (task, activation, rate) comparisons. The order matters on"
-        f" every task for {_verdict_listing(verdicts, 'everywhere')}; on some tasks only for"
+        f" every task{_where_trained(training)} for {_verdict_listing(verdicts, 'everywhere')};"
+        " on some tasks only for"
         f" {_verdict_listing(verdicts, 'somewhere')}; and on none for"
         f" {_verdict_listing(verdicts, 'nowhere')}."
       )
@@ -608,6 +609,17 @@ def _data_names(training: dict) -> str:
   return data.get("name", "the data")
 
 
+def _models(training: dict) -> str:
+  """``"an MLP"``, or the models the tasks train: ``"an MLP, a CNN and a Transformer"``."""
+  names = {"mlp": "an MLP", "cnn": "a CNN", "transformer": "a Transformer"}
+  found = [
+    names[m] for m in names if m in {c["model"] for c in training.get("task_configs", {}).values()}
+  ]
+  if len(found) <= 1:
+    return found[0] if found else "an MLP"
+  return ", ".join(found[:-1]) + " and " + found[-1]
+
+
 def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]] | None:
   """Activation -> (verdict, [(rate, "pre" | "post" | "mixed")]) across tasks, from the
   replication table: ``everywhere`` if at some rate the order is significant with one sign on
@@ -628,6 +640,16 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
       cells.append((row["rate"], side))
     out[row["variant"]] = (verdict, cells)
   return out
+
+
+def _where_trained(training: dict) -> str:
+  """``" where it was trained"`` if some task trains fewer activations than another, else
+  ``""``: then "every task" in the replication verdicts means every task that ran it."""
+  tasks = training.get("tasks", [])
+  ran: dict[str, set] = {}
+  for row in _paired(training):
+    ran.setdefault(row["variant"], set()).add(row.get("task"))
+  return " where it was trained" if any(len(t) < len(tasks) for t in ran.values()) else ""
 
 
 def _verdict_listing(verdicts: dict, verdict: str) -> str:
@@ -675,7 +697,8 @@ def _training_answer(training: dict) -> str:
   lower = [r for r in found if r["pre_minus_post"]["mean"] < 0]
   data = _data_names(training)
   text = (
-    f"In training (an MLP on {data}, {len(training.get('seeds', []))} seeds per configuration),"
+    f"In training ({_models(training)} on {data}, {len(training.get('seeds', []))} seeds per"
+    " configuration),"
     f" corrected for testing {_family(training)}, the pre-minus-post difference in test error"
     f" is significant for {len(found)} of {len(paired)} (activation, rate) pairs:"
     f" pre-activation dropout is better in {len(lower)}, post-activation dropout in"

@@ -876,7 +876,8 @@ def replication(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   ``signs_agree`` (every task's mean difference has the same sign, none 0), ``significant_in``
   (the tasks where the corrected test rejects) and ``verdict``: ``"everywhere"`` (significant,
   with one sign, on every task), ``"somewhere"`` (significant on some tasks only, or with
-  opposite signs) or ``"nowhere"``.
+  opposite signs) or ``"nowhere"``. A task that did not train the variant has no entry in
+  ``tasks`` (never a 0), and "every task" means every task where it was trained.
   """
   cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
   for row in summary:
@@ -981,7 +982,8 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
   """Writes the test-error and pre-minus-post figures into ``out_dir``; returns their names.
 
   The test-error figure has a row of panels per task (one panel per rate), the difference
-  figure one panel per task.
+  figure one panel per task (two per row). A variant that a task does not train has no marker
+  there.
   """
   import matplotlib
 
@@ -996,9 +998,16 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
   x = np.arange(len(variants))
   names = []
 
-  def whisker(iv: Sequence[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+  def whisker(iv: Sequence[dict[str, float] | None]) -> tuple[np.ndarray, np.ndarray]:
+    # A variant that the task does not train is NaN: no marker, not a fake 0.
+    nan = {"mean": np.nan, "low": np.nan, "high": np.nan}
+    iv = [nan if i is None else i for i in iv]
     mean = np.array([i["mean"] for i in iv]) * 100
     return mean, np.array([[i["mean"] - i["low"], i["high"] - i["mean"]] for i in iv]).T * 100
+
+  def at(task: str, variant: str, rate: float, what: str) -> dict[str, float] | None:
+    row = cell.get((task, variant, rate))
+    return None if row is None else row[what]
 
   fig, axes = plt.subplots(
     len(tasks), len(rates), figsize=(4.2 * len(rates), 3.8 * len(tasks)), squeeze=False
@@ -1006,7 +1015,7 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
   for row_axes, task in zip(axes, tasks, strict=True):
     for ax, rate in zip(row_axes, rates, strict=True):
       for k, (order, color) in enumerate(zip(ORDERS, ("0.5", "C0", "C3"), strict=True)):
-        mean, err = whisker([cell[(task, v, rate)][order] for v in variants])
+        mean, err = whisker([at(task, v, rate, order) for v in variants])
         ax.errorbar(
           x + (k - 1) * 0.22, mean, yerr=err, fmt="o", ms=4, capsize=2, color=color, label=order
         )
@@ -1015,24 +1024,29 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
       ax.grid(axis="y", alpha=0.3)
     row_axes[0].set_ylabel(f"test error (%), mean and {LEVEL:.0%} CI")
   axes[0][0].legend(title="dropout")
-  fig.suptitle(f"MLP: test error by order ({len(results['seeds'])} seeds)")
+  fig.suptitle(f"Test error by order ({len(results['seeds'])} seeds)")
   fig.tight_layout()
   names.append("training-error.png")
   fig.savefig(os.path.join(out_dir, names[-1]), dpi=100)
   plt.close(fig)
 
-  fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 3.8), squeeze=False)
+  cols = min(2, len(tasks))
+  rows = -(-len(tasks) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 3.8 * rows), squeeze=False)
+  for ax in axes.flat[len(tasks) :]:
+    ax.set_visible(False)
   width = 0.8 / len(rates)
-  for ax, task in zip(axes[0], tasks, strict=True):
+  for ax, task in zip(axes.flat, tasks, strict=False):
     for k, rate in enumerate(rates):
-      mean, err = whisker([cell[(task, v, rate)]["pre_minus_post"] for v in variants])
+      mean, err = whisker([at(task, v, rate, "pre_minus_post") for v in variants])
       offset = (k - (len(rates) - 1) / 2) * width
       ax.errorbar(x + offset, mean, yerr=err, fmt="o", ms=4, capsize=2, label=f"rate {rate:g}")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(x, [_label(v) for v in variants], rotation=60, ha="right")
     ax.set_title(f"{results['data'][task]['name']}: pre minus post")
     ax.grid(axis="y", alpha=0.3)
-  axes[0][0].set_ylabel(f"pre - post test error (points), {LEVEL:.0%} CI")
+  for row_axes in axes:
+    row_axes[0].set_ylabel(f"pre - post test error (points), {LEVEL:.0%} CI")
   axes[0][0].legend()
   fig.tight_layout()
   names.append("training-difference.png")
@@ -1052,32 +1066,33 @@ def _pct(interval: dict[str, float], *, signed: bool = False) -> str:
 def section(results: dict[str, Any], figures: Sequence[str]) -> str:
   """The study's Markdown section: setup, the table, the replication table, relu's
   bit-identity, the corrected findings, the figures."""
-  config, data, timing = results["config"], results["data"], results["timing"]
+  data, timing = results["data"], results["timing"]
   seeds = results["seeds"]
-  datasets = "; ".join(
-    f"{d['name']} ({d['features']} features, {d['train']} training and {d['test']} test"
-    f" examples: {TASKS[task]})"
-    for task, d in data.items()
-  )
   m = len(results["summary"])
   lines = [
-    "## 2. Training: dropout before or after the activation in a trained MLP",
+    "## 2. Training: dropout before or after the activation in trained networks",
     "",
-    f"An MLP (hidden widths {', '.join(str(w) for w in config['hidden'])}) trained with Adam"
-    f" (learning rate {config['learning_rate']:g}, {config['steps']} steps of"
-    f" {config['batch_size']} examples), the same model and hyperparameters for every order, on"
-    f" {len(data)} task{'s' if len(data) > 1 else ''}: {datasets}. {len(seeds)} seeds"
-    f" ({seeds[0]}..{seeds[-1]}) per configuration. A seed fixes the initial parameters, the"
-    " minibatch order and the dropout masks, the same for every order, so pre and post are"
-    f" paired. Test error in %, mean over seeds with its {LEVEL:.0%} t-interval; pre − post is"
-    " the mean of the per-seed differences (percentage points) with its paired interval and its"
-    f" family-wise interval (Bonferroni, level 1 − {_stats.ALPHA:g}/m), then the two-sided"
-    " p-values of the paired t-test and of the sign-flip permutation test, raw and"
-    f" Holm-adjusted over the family of all m = {m} comparisons (every task, activation and"
+    f"Each task trains its own model with Adam, the same model and hyperparameters for every"
+    f" order and for the no-dropout baseline ({len(data)} task{'s' if len(data) > 1 else ''}):",
+    "",
+    *[f"- {_task_line(task, results)}" for task in data],
+    "",
+    f"{len(seeds)} seeds ({seeds[0]}..{seeds[-1]}) per configuration. A seed fixes the initial"
+    " parameters, the minibatch order and the dropout masks, the same for every order, so pre"
+    f" and post are paired. Test error in %, mean over seeds with its {LEVEL:.0%} t-interval;"
+    " pre − post is the mean of the per-seed differences (percentage points) with its paired"
+    f" interval and its family-wise interval (Bonferroni, level 1 − {_stats.ALPHA:g}/m), then"
+    " the two-sided p-values of the paired t-test and of the sign-flip permutation test, raw"
+    f" and Holm-adjusted over the family of all m = {m} comparisons (every task, activation and"
     f" rate). All {timing['models']} models trained in {timing['programs']} compiled programs"
     " (one per task and variant; seeds, orders and rates vmapped) in"
     f" {timing['wall_s']:.0f} s.",
     "",
+  ]
+  size = _size_note(results)
+  if size:
+    lines += [size, ""]
+  lines += [
     "| task | activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI"
     " | p (t) | p (t, Holm) | p (sign-flip) | p (sign-flip, Holm) |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -1093,27 +1108,98 @@ def section(results: dict[str, Any], figures: Sequence[str]) -> str:
       f" | {_p(d['p_sign_flip'])} | {_p(d['p_sign_flip_holm'])} |"
     )
   lines += ["", _identity_sentence(results["identity"]), "", _findings(results), ""]
-  if "mnist1d" in data:
+  if "mnist1d" in data or "mnist1d_cnn" in data:
     lines += [_mnist1d_baseline(results), ""]
+  if "modadd" in data:
+    lines += [_modadd_baseline(results), ""]
   if len(data) > 1:
     lines += replication_table(results)
   lines += [f"![{name}]({name})" for name in figures]
   return "\n".join(lines).rstrip() + "\n"
 
 
-def _mnist1d_baseline(results: dict[str, Any]) -> str:
-  """Our no-dropout MNIST-1D accuracy next to the published MLP baseline."""
+def _task_line(task: str, results: dict[str, Any]) -> str:
+  """One task's bullet: its data, its model, its hyperparameters and the variants it trains."""
+  d = results["data"][task]
+  c = results.get("task_configs", {}).get(task) or dict(results["config"], model="mlp")
+  if d.get("vocab"):
+    sizes = f"sequences of {d['features']} tokens from a vocabulary of {d['vocab']}"
+  else:
+    sizes = f"{d['features']} features"
+  model = {
+    "mlp": lambda: f"an MLP, hidden widths {', '.join(map(str, c['hidden']))}",
+    "cnn": lambda: (
+      f"a 1-D CNN, {len(c['channels'])} convolutions of {', '.join(map(str, c['channels']))}"
+      f" channels (kernel {c['kernel_size']}, stride 2) each followed by the activation with"
+      " spatial dropout (one keep or drop per example and channel, shared along the length"
+      " axis, the same mask in both orders), then a Dense readout"
+    ),
+    "transformer": lambda: (
+      f"a pre-LN Transformer, {c['layers']} block{'s' if c['layers'] > 1 else ''} of width"
+      f" {c['width']} with {c['heads']} attention head{'s' if c['heads'] > 1 else ''} and an"
+      f" MLP of width {c['mlp_width']};"
+      " dropout only inside the MLP, before or after its activation (the same mask in both"
+      " orders), no attention or residual dropout; mean pooling, then a Dense readout"
+    ),
+  }[c["model"]]()
+  variants = c.get("variants", results["config"]["variants"])
+  return (
+    f"**{d['name']}** ({sizes}, {d['classes']} classes, {d['train']} training and {d['test']}"
+    f" test examples): {TASKS[task].about}. Model: {model}. {c['steps']} steps of"
+    f" {c['batch_size']} examples, learning rate {c['learning_rate']:g}; variants:"
+    f" {', '.join(_label(v) for v in variants)}."
+  )
+
+
+def _size_note(results: dict[str, Any]) -> str:
+  """Which tasks train fewer variants than the others, and what ``--full`` trains instead."""
+  every = results["config"]["variants"]
+  fewer = [
+    task for task, c in results.get("task_configs", {}).items() if len(c["variants"]) < len(every)
+  ]
+  if not fewer:
+    return ""
+  names = " and ".join(results["data"][t]["name"] for t in fewer)
+  return (
+    f"This is a smaller configuration: {names} train only some of the variants (listed above),"
+    " so those tasks have no row for the others and the replication table says *not run*."
+    f" `python -m jdrop report --full` trains every variant on every task, with {FULL.seeds}"
+    f" seeds and {FULL.steps} steps."
+  )
+
+
+def _accuracy_range(results: dict[str, Any], task: str) -> str:
+  """``"50% to 60% (relu best) with 300 steps"``: the no-dropout test accuracy of the task's
+  variants."""
   none = {
-    row["variant"]: 1 - row["none"]["mean"]
-    for row in results["summary"]
-    if row["task"] == "mnist1d"
+    row["variant"]: 1 - row["none"]["mean"] for row in results["summary"] if row["task"] == task
   }
   best = max(none, key=none.__getitem__)
+  steps = (results.get("task_configs", {}).get(task) or results["config"])["steps"]
+  return f"{min(none.values()):.0%} to {none[best]:.0%} ({_label(best)} best) with {steps} steps"
+
+
+def _mnist1d_baseline(results: dict[str, Any]) -> str:
+  """Our no-dropout MNIST-1D accuracies (MLP, CNN) next to the published baselines."""
+  tasks = {row["task"] for row in results["summary"]}
+  reached = []
+  if "mnist1d" in tasks:
+    reached.append(f"the MLP's variants reach {_accuracy_range(results, 'mnist1d')}")
+  if "mnist1d_cnn" in tasks:
+    reached.append(f"the CNN's variants reach {_accuracy_range(results, 'mnist1d_cnn')}")
   return (
     "MNIST-1D baseline: Greydanus (2020) reports 68% test accuracy for an MLP (two hidden layers"
-    " of 100, 6000 steps of 100 examples) and 94% for a CNN; here, without dropout, the"
-    f" variants reach {min(none.values()):.0%} to {none[best]:.0%} ({_label(best)} best) with"
-    f" {results['config']['steps']} steps."
+    " of 100, 6000 steps of 100 examples) and 94% for a CNN; here, without dropout,"
+    f" {'; '.join(reached)}."
+  )
+
+
+def _modadd_baseline(results: dict[str, Any]) -> str:
+  """The Transformer's no-dropout accuracy on modular addition, next to chance."""
+  classes = results["data"]["modadd"]["classes"]
+  return (
+    f"Modular addition: chance is 1/{classes} = {1 / classes:.1%}; without dropout the"
+    f" Transformer's variants reach {_accuracy_range(results, 'modadd')} on the held-out pairs."
   )
 
 
@@ -1125,9 +1211,11 @@ def replication_table(results: dict[str, Any]) -> list[str]:
     "### Which findings replicate across tasks",
     "",
     "Per activation and rate: pre − post (points) on each task, with its Holm-adjusted p-value"
-    " (* significant at the family-wise level); whether the signs agree on every task; and the"
-    " verdict: *everywhere* (significant with one sign on every task), *somewhere*"
-    " (significant on some tasks only, or with opposite signs), *nowhere*.",
+    " (* significant at the family-wise level; the family is every row of every task);"
+    " whether the signs agree on every task; and the verdict: *everywhere* (significant with"
+    " one sign on every task), *somewhere* (significant on some tasks only, or with opposite"
+    " signs), *nowhere*. *not run*: the configuration does not train that activation on that"
+    " task; signs and verdict are then over the tasks where it ran.",
     "",
     "| activation | rate | "
     + " | ".join(data[t]["name"] for t in tasks)
@@ -1139,7 +1227,7 @@ def replication_table(results: dict[str, Any]) -> list[str]:
     for task in tasks:
       c = row["tasks"].get(task)
       cells.append(
-        "–"
+        "not run"
         if c is None
         else f"{c['mean'] * 100:+.2f} (p {_p(c['p_t_holm'])}){' *' if c['significant'] else ''}"
       )
@@ -1196,10 +1284,12 @@ def _identity_sentence(identity: Sequence[dict[str, Any]]) -> str:
   parts = []
   relu = [row for row in identity if row["variant"] == "relu"]
   if relu and all(row["bit_identical"] for row in relu):
+    tasks = len({row.get("task") for row in relu})
+    where = f"on each of the {tasks} tasks, " if tasks > 1 else ""
     parts.append(
-      "relu: the final parameters of pre and post are bit-identical at every rate and seed"
-      " (max |pre − post| = 0), as the algebra predicts (relu(x/q) = relu(x)/q exactly, for the"
-      " values and their gradients)"
+      f"relu: the final parameters of pre and post are bit-identical {where}at every rate and"
+      " seed (max |pre − post| = 0), as the algebra predicts (relu(x/q) = relu(x)/q exactly, for"
+      " the values and their gradients, whatever the mask's shape)"
     )
   elif relu:
     parts.append(
