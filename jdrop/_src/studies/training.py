@@ -406,7 +406,8 @@ class Transformer(nn.Module):
     position = self.param("position", nn.initializers.normal(0.02), (tokens.shape[-1], self.width))
     x = nn.Embed(self.vocab, self.width)(tokens) + position
     for i in range(self.layers):
-      x = x + nn.SelfAttention(num_heads=self.heads, deterministic=True)(nn.LayerNorm()(x))
+      attention = nn.MultiHeadDotProductAttention(num_heads=self.heads, deterministic=True)
+      x = x + attention(nn.LayerNorm()(x))
       h = nn.Dense(self.mlp_width)(nn.LayerNorm()(x))
       if key is None:
         h = f(h)
