@@ -1,8 +1,10 @@
 r"""Training study: what the order of dropout and activation does to a trained network.
 
-A Flax MLP is trained with Optax (Adam, minibatches) on scikit-learn's digits (shipped with
-scikit-learn, no download) or on a user's arrays (:func:`jdrop._src.studies.data.load_npz`).
-Each hidden block is one of
+Flax models are trained with Optax (Adam, minibatches) on several tasks (:data:`TASKS`), each
+with its own architecture: an MLP on scikit-learn's digits (shipped with scikit-learn, no
+download) and on MNIST-1D, a 1-D CNN with spatial dropout on MNIST-1D, a small pre-LN
+Transformer (dropout inside its MLP) on modular addition, or an MLP on a user's arrays
+(:func:`jdrop._src.studies.data.load_npz`). Every dropout site of a model is one of
 
 * ``"none"``: Dense -> f,
 * ``"pre"``:  Dense -> dropout -> f   (``f(D(h))``),
@@ -23,12 +25,15 @@ mask is applied,
    \text{out} = \begin{cases} a & \text{pre} \\ D(a) & \text{post,} \end{cases}
 
 and ``"none"`` is ``pre`` at rate 0, where the mask keeps every unit and ``D`` is the identity
-bit for bit. On CPU compilation dominates a study of this size, so this gives 9 programs
-instead of 27.
+bit for bit. On CPU compilation dominates a study of this size, so this gives 9 programs per
+task instead of 27. A task may train fewer variants or with other steps, learning rate or
+batch size (:class:`TaskSettings` in ``Config.per_task``; the default trains the CNN and the
+Transformer on :data:`SMALL_VARIANTS` only), always the same for both orders.
 
 **Pairing.** Seed ``s`` fixes the initial parameters, the minibatch order and the dropout
 keys, identically for every order and rate, and each block draws one mask
-(:func:`jdrop.keep_mask`) that both orders apply (:func:`jdrop.apply_mask`). The pre-minus-post
+(:func:`jdrop.keep_mask`; for the CNN shared along the length axis) that both orders apply
+(:func:`jdrop.apply_mask`). The pre-minus-post
 difference of seed ``s`` therefore isolates the order, and its mean over seeds gets a paired
 t-interval. relu commutes with dropout exactly in floating point (``relu(x/q) = relu(x)/q``,
 and the same holds for its gradient), so for relu the two orders must end with bit-identical
