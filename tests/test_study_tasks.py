@@ -76,6 +76,7 @@ def test_results_say_which_model_and_hyperparameters_each_task_trained(results: 
     "variants": ["relu", "tanh"],
     "steps": 80,
     "learning_rate": 1e-2,
+    "learning_rates": [1e-2],
     "batch_size": 32,
   }
   assert configs["modadd"]["model"] == "transformer"
@@ -269,3 +270,69 @@ def test_task_config_applies_only_the_fields_a_task_sets() -> None:
   assert all(v == tuple(training.VARIANTS) for v in full.values())  # --full: every variant
   default = training.task_config(training.DEFAULT, "mnist1d_cnn").variants
   assert default == ("relu", "tanh", "sigmoid", "gelu")
+
+
+# ----------------------------------------------------------------------------
+# A grid of learning rates in one program.
+
+
+def test_a_learning_rate_grid_trains_each_rate_in_the_same_program() -> None:
+  config = dataclasses.replace(
+    training.DEFAULT,
+    variants=("tanh",),
+    rates=(0.5,),
+    seeds=2,
+    hidden=(8,),
+    steps=6,
+    tasks=("digits",),
+    learning_rates=(1e-2, 1e-3),
+  )
+  results = training.run(config)
+  assert results["timing"]["programs"] == 1 and results["timing"]["models"] == 2 * 3 * 2
+  assert [(r["rate"], r["learning_rate"]) for r in results["summary"]] == [
+    (0.5, 1e-2),
+    (0.5, 1e-3),
+  ]
+  assert results["family"]["size"] == 2  # each learning rate is its own comparison
+  assert [r["learning_rate"] for r in results["replication"]] == [1e-2, 1e-3]
+  # The grid's runs are the runs of a single learning rate: seed 1, post, at 1e-3.
+  d = training.load(config)
+  arrays = [jnp.asarray(a) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]
+  alone = dataclasses.replace(config, learning_rate=1e-3, learning_rates=())
+  train = jax.jit(training.trainer("tanh", alone, d.num_classes))
+  single = train(jax.random.key(1), jnp.float32(0.5), jnp.bool_(False), *arrays)
+  (record,) = [r for r in results["runs"] if (r["order"], r["learning_rate"]) == ("post", 1e-3)]
+  # A batched matrix product may sum in another order than a single one: a few ulp.
+  np.testing.assert_allclose(float(single.loss), record["loss"][1], rtol=1e-5)
+  assert abs(float(single.test_error) - record["test_error"][1]) <= 1 / 450
+  fast, slow = (
+    np.mean(
+      [r["loss"] for r in results["runs"] if r["learning_rate"] == lr and r["order"] == "none"]
+    )
+    for lr in (1e-2, 1e-3)
+  )
+  assert fast < slow  # 6 steps: the larger learning rate has come further
+  text = training.section(results, [])
+  assert (
+    "| task | activation | rate | lr | none |" in text and "| digits | tanh | 0.5 | 0.001 |" in text
+  )
+  assert "learning rates 0.01, 0.001 (each its own comparison)" in text
+  with pytest.raises(ValueError, match=r"`config\.learning_rates` must be a tuple of distinct"):
+    training.run(dataclasses.replace(config, learning_rates=(1e-3, 1e-3)))
+  with pytest.raises(ValueError, match=r"`config\.per_task\['digits'\]\.learning_rates` must"):
+    training.run(
+      dataclasses.replace(config, per_task={"digits": training.TaskSettings(learning_rates=(0,))})
+    )
+
+
+def test_full_trains_a_learning_rate_grid_on_the_mlp_tasks() -> None:
+  grids = {
+    t: training.learning_rates(training.task_config(training.FULL, t)) for t in training.FULL.tasks
+  }
+  assert grids == {
+    "digits": (1e-3, 3e-3, 1e-2),
+    "mnist1d": (1e-3, 3e-3, 1e-2),
+    "mnist1d_cnn": (3e-3,),
+    "modadd": (3e-3,),
+  }
+  assert training.learning_rates(training.DEFAULT) == (training.DEFAULT.learning_rate,)

@@ -594,11 +594,26 @@ def answer(results: dict) -> str:
 def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float]]:
   """Activation -> the rates whose pre-minus-post comparison is significant after the
   family's correction (Holm) and whose mean difference passes ``side``."""
-  out: dict[str, list[float]] = {}
+  out: dict[str, list[float | str]] = {}
+  several = _several_lrs(paired)
   for r in paired:
     if r["pre_minus_post"].get("significant") and side(r["pre_minus_post"]):
-      out.setdefault(r["variant"], []).append(r["rate"])
+      out.setdefault(r["variant"], []).append(_rate(r, several))
   return out
+
+
+def _several_lrs(rows: list[dict]) -> bool:
+  """Whether the training rows come from a grid of learning rates."""
+  return len({r.get("learning_rate") for r in rows}) > 1
+
+
+def _rate(row: dict, several: bool) -> float | str:
+  """A row's rate, or ``"0.3 at lr 0.01"`` when the rows hold several learning rates."""
+  return f"{row['rate']:g} at lr {row['learning_rate']:g}" if several else row["rate"]
+
+
+def _fmt(rate: float | str) -> str:
+  return rate if isinstance(rate, str) else f"{rate:g}"
 
 
 def _data_names(training: dict) -> str:
@@ -628,6 +643,7 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
   rows = training.get("replication")
   if not rows or len(training.get("tasks", [])) < 2:
     return None
+  several = _several_lrs(rows)
   out: dict[str, tuple[str, list[tuple[float, str]]]] = {}
   rank = {"nowhere": 0, "somewhere": 1, "everywhere": 2}
   for row in rows:
@@ -637,7 +653,7 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
     if rank[row["verdict"]] > rank[verdict]:
       verdict, cells = row["verdict"], []
     if row["verdict"] == verdict and verdict != "nowhere":
-      cells.append((row["rate"], side))
+      cells.append((_rate(row, several), side))
     out[row["variant"]] = (verdict, cells)
   return out
 
@@ -660,7 +676,7 @@ def _verdict_listing(verdicts: dict, verdict: str) -> str:
     return ", ".join(found)
   better = {"pre": "pre better", "post": "post better", "mixed": "opposite signs"}
   return ", ".join(
-    f"{a} ({'; '.join(f'rate {r:g}: {better[side]}' for r, side in cells)})"
+    f"{a} ({'; '.join(f'rate {_fmt(r)}: {better[side]}' for r, side in cells)})"
     for a, cells in found.items()
   )
 
@@ -840,8 +856,9 @@ def _sigmoid_headline(training: dict | None) -> str:
   if not rows:
     return "."
   found = [r for r in rows if r["pre_minus_post"].get("significant")]
-  better = [r["rate"] for r in found if r["pre_minus_post"]["mean"] < 0]
-  worse = [r["rate"] for r in found if r["pre_minus_post"]["mean"] > 0]
+  several = _several_lrs(rows)
+  better = [_rate(r, several) for r in found if r["pre_minus_post"]["mean"] < 0]
+  worse = [_rate(r, several) for r in found if r["pre_minus_post"]["mean"] > 0]
   if better and not worse:
     return (
       f"; measured here, pre-activation dropout did train better (rates {better}, significant"
@@ -870,12 +887,13 @@ def _training_claim(training: dict | None, activation: str) -> str:
   if not rows:
     return ""
   parts = []
+  several = _several_lrs(rows)
   for r in rows:
     p = r["pre_minus_post"]
     adjusted = f", Holm-adjusted p = {p['p_t_holm']:.2g}" if "p_t_holm" in p else ""
     task = f"{training['data'][r['task']]['name']}, " if "tasks" in training else ""
     parts.append(
-      f"{task}rate {r['rate']}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
+      f"{task}rate {_rate(r, several)}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
       f" {100 * p['high']:+.2f}]{adjusted}"
     )
   return (

@@ -140,6 +140,9 @@ class Config:
     batch_size: examples per minibatch (epochs are shuffled per seed; the remainder of an
       epoch that does not fill a batch is skipped).
     learning_rate: Adam's learning rate.
+    learning_rates: a grid of Adam learning rates, each trained with every order, rate and
+      seed in the same program (the learning rate is a traced, vmapped value, like the rate);
+      empty: ``learning_rate`` alone. Each learning rate is its own comparison in the family.
     tasks: the datasets, names from :data:`TASKS`, each trained with the same model and
       hyperparameters; ``"npz"`` (only) is the file ``data``.
     data: an ``.npz`` file (see :func:`jdrop._src.studies.data.load_npz`) for the task
@@ -166,6 +169,7 @@ class Config:
   steps: int = 300
   batch_size: int = 64
   learning_rate: float = 3e-3
+  learning_rates: tuple[float, ...] = ()
   tasks: tuple[str, ...] = ("digits", "mnist1d", "mnist1d_cnn", "modadd")
   data: str | None = None
   split_seed: int = 0
@@ -196,13 +200,25 @@ class TaskSettings:
   variants: tuple[str, ...] | None = None
   steps: int | None = None
   learning_rate: float | None = None
+  learning_rates: tuple[float, ...] | None = None
   batch_size: int | None = None
 
 
 # The default trains the CNN and Transformer tasks on SMALL_VARIANTS only, to keep the report
 # within minutes on 2 CPU cores; FULL trains every variant on every task, longer, more seeds.
 DEFAULT = Config()
-FULL = Config(seeds=16, steps=1500, per_task={})
+FULL = Config(
+  seeds=16,
+  steps=1500,
+  per_task={
+    task: TaskSettings(learning_rates=(1e-3, 3e-3, 1e-2)) for task in ("digits", "mnist1d")
+  },
+)
+
+
+def learning_rates(config: Config) -> tuple[float, ...]:
+  """The learning rates a (task's) config trains: its grid, else its one learning rate."""
+  return tuple(config.learning_rates) or (config.learning_rate,)
 
 
 def task_config(config: Config, task: str) -> Config:
@@ -464,10 +480,12 @@ def trainer(
   variant: str, config: Config, num_classes: int, *, task: str | None = None
 ) -> Callable[..., Trained]:
   """The pure function that trains one model of ``variant`` on ``task`` (default the config's
-  first): ``train(key, rate, pre, x_train, y_train, x_test, y_test) -> Trained``.
+  first): ``train(key, rate, pre, x_train, y_train, x_test, y_test, learning_rate=None) ->
+  Trained``.
 
-  The model comes from the task (:func:`build_model`), the optimiser from
-  ``task_config(config, task)`` (``steps``, ``batch_size``, ``learning_rate``). ``key`` (one
+  The model comes from the task (:func:`build_model`), the optimiser (Adam) from
+  ``task_config(config, task)`` (``steps``, ``batch_size``, ``learning_rate``); a
+  ``learning_rate`` argument, which may be traced, replaces the config's. ``key`` (one
   seed) is split into the initialisation key, the minibatch-order key and the dropout key;
   step ``t`` draws its masks from ``fold_in(dropout_key, t)``. ``rate`` and ``pre`` may be
   traced. ``jax.vmap`` it over keys for seeds and over ``(rate, pre)`` for runs; ``jax.jit``
@@ -476,7 +494,7 @@ def trainer(
   task = config.tasks[0] if task is None else task
   config = task_config(config, task)
   model = build_model(task, variant, config, num_classes)
-  optimizer = optax.adam(config.learning_rate)
+  adam = optax.scale_by_adam()  # optax.adam is this, then a scaling by -learning_rate
   steps, batch_size = config.steps, config.batch_size
   tail = max(1, round(LOSS_TAIL * steps))
 
@@ -488,7 +506,9 @@ def trainer(
     y_train: jax.Array,
     x_test: jax.Array,
     y_test: jax.Array,
+    learning_rate: ArrayLike | None = None,
   ) -> Trained:
+    lr = config.learning_rate if learning_rate is None else learning_rate
     init_key, data_key, dropout_key = jax.random.split(key, 3)
     params = model.init(init_key, x_train[:1])
     batches = batch_indices(data_key, x_train.shape[0], steps, batch_size)
@@ -502,10 +522,11 @@ def trainer(
       t, idx = inputs
       step_key = jax.random.fold_in(dropout_key, t)
       loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx], y_train[idx], step_key)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
+      updates, opt_state = adam.update(grads, opt_state, params)
+      updates = jax.tree.map(lambda u: -lr * u, updates)
       return (optax.apply_updates(params, updates), opt_state), loss
 
-    state = (params, optimizer.init(params))
+    state = (params, adam.init(params))
     (params, _), losses = lax.scan(step, state, (jnp.arange(steps), batches))
     wrong = jnp.argmax(model.apply(params, x_test), axis=-1) != y_test
     return Trained(params, wrong.mean(), losses[-tail:].mean())
@@ -529,15 +550,29 @@ def study_program(
   """``train`` (:func:`trainer`) vmapped over seeds (keys) and over runs (``rate``, ``pre``),
   jitted once.
 
-  Call it as ``program(keys, rates, pres, x_train, y_train, x_test, y_test)`` with ``keys`` of
-  shape ``(seeds,)`` and ``rates``, ``pres`` of shape ``(runs,)``; outputs have leading axes
-  ``(runs, seeds)``.
+  Call it as ``program(keys, rates, pres, x_train, y_train, x_test, y_test, lrs=None)`` with
+  ``keys`` of shape ``(seeds,)`` and ``rates``, ``pres`` (and ``lrs``, learning rates) of shape
+  ``(runs,)``; outputs have leading axes ``(runs, seeds)``.
   """
   train = trainer(variant, config, num_classes, task=task)
   data_axes = (None, None, None, None)
-  over_seeds = jax.vmap(train, in_axes=(0, None, None, *data_axes))
-  over_runs = jax.vmap(over_seeds, in_axes=(None, 0, 0, *data_axes))
-  return jax.jit(over_runs, compiler_options=compiler_options())
+
+  def program(
+    keys: jax.Array,
+    rates: jax.Array,
+    pres: jax.Array,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    x_test: jax.Array,
+    y_test: jax.Array,
+    lrs: jax.Array | None = None,
+  ) -> Trained:
+    over_seeds = jax.vmap(train, in_axes=(0, None, None, *data_axes, None))
+    lr_axis = None if lrs is None else 0
+    over_runs = jax.vmap(over_seeds, in_axes=(None, 0, 0, *data_axes, lr_axis))
+    return over_runs(keys, rates, pres, x_train, y_train, x_test, y_test, lrs)
+
+  return jax.jit(program, compiler_options=compiler_options())
 
 
 # The statistics live in studies/stats.py; these names stay here for the study's users.
@@ -622,8 +657,26 @@ def check_config(config: Config) -> Config:
     raise errors.value_error(
       fn, "config.learning_rate", "must be positive", config.learning_rate, "Use e.g. 3e-3."
     )
+  _check_learning_rates(fn, "config.learning_rates", config.learning_rates)
   _check_per_task(fn, config)
   return config
+
+
+def _check_learning_rates(fn: str, arg: str, values: Any) -> None:
+  """A grid of learning rates must be a tuple of distinct positive numbers (or empty)."""
+  ok = isinstance(values, tuple) and len(set(values)) == len(values)
+  if not ok or not all(_is_number(v) and v > 0 for v in values):
+    raise errors.value_error(
+      fn,
+      arg,
+      "must be a tuple of distinct positive learning rates",
+      values,
+      "Use e.g. (1e-3, 3e-3, 1e-2), or () for the single learning_rate.",
+    )
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 DEFAULT_VALUES = {f.name: getattr(Config(), f.name) for f in dataclasses.fields(Config)}
@@ -680,6 +733,8 @@ def _check_per_task(fn: str, config: Config) -> None:
     for name in ("steps", "batch_size"):
       if getattr(settings, name) is not None:
         _check_int(fn, f"{where}.{name}", getattr(settings, name), 1, DEFAULT_VALUES[name])
+    if settings.learning_rates is not None:
+      _check_learning_rates(fn, f"{where}.learning_rates", settings.learning_rates)
     if settings.learning_rate is not None and not settings.learning_rate > 0:
       raise errors.value_error(
         fn, f"{where}.learning_rate", "must be positive", settings.learning_rate, "Use e.g. 3e-3."
@@ -759,30 +814,35 @@ def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] |
       )
   seeds = [config.first_seed + i for i in range(config.seeds)]
   keys = jnp.stack([jax.random.key(s) for s in seeds])
-  plan = runs(config)
-  rates = jnp.asarray([r for _, r in plan], jnp.float32)
-  pres = jnp.asarray([o != "post" for o, _ in plan])
   records, identity, compile_s, run_s = [], [], {}, {}
   total, done = sum(len(c.variants) for c in configs.values()), 0
+  models = 0
 
   for task, data in datasets.items():
+    # One program's runs: every (order, rate) of runs() at each learning rate of the task.
+    plan = [(o, r, lr) for lr in learning_rates(configs[task]) for o, r in runs(config)]
+    rates = jnp.asarray([r for _, r, _ in plan], jnp.float32)
+    pres = jnp.asarray([o != "post" for o, _, _ in plan])
+    lrs = jnp.asarray([lr for _, _, lr in plan], jnp.float32)
     arrays = [jnp.asarray(a) for a in (data.x_train, data.y_train, data.x_test, data.y_test)]
     for variant in configs[task].variants:
       t0 = time.perf_counter()
       program = study_program(variant, config, data.num_classes, task=task)
-      compiled = program.lower(keys, rates, pres, *arrays).compile()
+      compiled = program.lower(keys, rates, pres, *arrays, lrs).compile()
       t1 = time.perf_counter()
-      out = jax.block_until_ready(compiled(keys, rates, pres, *arrays))
+      out = jax.block_until_ready(compiled(keys, rates, pres, *arrays, lrs))
       name = f"{task}/{variant}"
       compile_s[name], run_s[name] = t1 - t0, time.perf_counter() - t1
+      models += len(plan) * len(seeds)
       errors_, losses = np.asarray(out.test_error), np.asarray(out.loss)
-      for i, (order, rate) in enumerate(plan):
+      for i, (order, rate, lr) in enumerate(plan):
         records.append(
           {
             "task": task,
             "variant": variant,
             "order": order,
             "rate": rate,
+            "learning_rate": lr,
             "test_error": [float(e) for e in errors_[i]],
             "loss": [float(v) for v in losses[i]],
           }
@@ -809,7 +869,7 @@ def run(config: Config = DEFAULT, *, progress: Callable[[int, int, str], None] |
       "compile_s": compile_s,
       "run_s": run_s,
       "programs": total,
-      "models": total * len(plan) * len(seeds),
+      "models": models,
     },
     "meta": metadata(),
   }
@@ -834,22 +894,25 @@ def _task_description(task: str, config: Config) -> dict[str, Any]:
     "variants": list(config.variants),
     "steps": config.steps,
     "learning_rate": config.learning_rate,
+    "learning_rates": list(learning_rates(config)),
     "batch_size": config.batch_size,
   }
 
 
-def _identity(variant: str, params: Any, plan: Sequence[tuple[str, float]]) -> list[dict]:
-  """Per rate: max |pre - post| over every parameter of every seed, and bit-identity."""
+def _identity(variant: str, params: Any, plan: Sequence[tuple[str, float, float]]) -> list[dict]:
+  """Per rate and learning rate: max |pre - post| over every parameter of every seed, and
+  bit-identity."""
   leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
   rows = []
-  for i, (order, rate) in enumerate(plan):
+  for i, (order, rate, lr) in enumerate(plan):
     if order != "pre":
       continue
-    j = plan.index(("post", rate))
+    j = plan.index(("post", rate, lr))
     rows.append(
       {
         "variant": variant,
         "rate": rate,
+        "learning_rate": lr,
         "max_abs_diff": max(float(np.abs(leaf[i] - leaf[j]).max()) for leaf in leaves),
         "bit_identical": all(np.array_equal(leaf[i], leaf[j]) for leaf in leaves),
       }
@@ -858,8 +921,8 @@ def _identity(variant: str, params: Any, plan: Sequence[tuple[str, float]]) -> l
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Per task, variant and rate: intervals of the test error of none, pre and post, and the
-  paired comparison of pre - post.
+  """Per task, variant, learning rate and rate: intervals of the test error of none, pre and
+  post (none at the same learning rate), and the paired comparison of pre - post.
 
   ``records`` are the ``runs`` of :func:`run`; seeds are paired by position. The family of the
   Holm correction is every row, over all tasks. ``pre_minus_post``
@@ -869,20 +932,24 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   family-wise (Bonferroni) interval: see :func:`jdrop._src.studies.stats.adjust`.
   """
   by_key = {
-    (r.get("task", ""), r["variant"], r["order"], r["rate"]): np.asarray(r["test_error"])
+    (r.get("task", ""), r["variant"], r.get("learning_rate"), r["order"], r["rate"]): np.asarray(
+      r["test_error"]
+    )
     for r in records
   }
   rows, differences = [], []
-  for (task, variant, order, rate), pre in by_key.items():
+  for (task, variant, lr, order, rate), pre in by_key.items():
     if order != "pre":
       continue
-    none, post = by_key[(task, variant, "none", 0.0)], by_key[(task, variant, "post", rate)]
+    none = by_key[(task, variant, lr, "none", 0.0)]
+    post = by_key[(task, variant, lr, "post", rate)]
     differences.append(pre - post)
     rows.append(
       {
         "task": task,
         "variant": variant,
         "rate": rate,
+        "learning_rate": lr,
         "none": t_interval(none).as_dict(),
         "pre": t_interval(pre).as_dict(),
         "post": t_interval(post).as_dict(),
@@ -894,7 +961,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def replication(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Per variant and rate: the pre - post comparison on each task, and whether it replicates.
+  """Per variant, rate and learning rate: the pre - post comparison on each task, and whether
+  it replicates.
 
   Each row has ``tasks`` (task -> mean difference, Holm-adjusted p-value and ``significant``),
   ``signs_agree`` (every task's mean difference has the same sign, none 0), ``significant_in``
@@ -903,16 +971,17 @@ def replication(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   opposite signs) or ``"nowhere"``. A task that did not train the variant has no entry in
   ``tasks`` (never a 0), and "every task" means every task where it was trained.
   """
-  cells: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+  cells: dict[tuple[str, float, float | None], dict[str, dict[str, Any]]] = {}
   for row in summary:
     d = row["pre_minus_post"]
-    cells.setdefault((row["variant"], row["rate"]), {})[row.get("task", "")] = {
+    key = (row["variant"], row["rate"], row.get("learning_rate"))
+    cells.setdefault(key, {})[row.get("task", "")] = {
       "mean": d["mean"],
       "p_t_holm": d["p_t_holm"],
       "significant": d["significant"],
     }
   rows = []
-  for (variant, rate), tasks in cells.items():
+  for (variant, rate, lr), tasks in cells.items():
     signs = {int(np.sign(cell["mean"])) for cell in tasks.values()}
     significant = [task for task, cell in tasks.items() if cell["significant"]]
     found = {int(np.sign(tasks[t]["mean"])) for t in significant}
@@ -924,6 +993,7 @@ def replication(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
       {
         "variant": variant,
         "rate": rate,
+        "learning_rate": lr,
         "tasks": tasks,
         "signs_agree": len(signs) == 1 and 0 not in signs,
         "significant_in": significant,
@@ -1014,7 +1084,7 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  summary = results["summary"]
+  summary = _one_learning_rate(results)
   tasks = list(dict.fromkeys(row["task"] for row in summary))
   variants = list(dict.fromkeys(row["variant"] for row in summary))
   rates = list(dict.fromkeys(row["rate"] for row in summary))
@@ -1048,7 +1118,12 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
       ax.grid(axis="y", alpha=0.3)
     row_axes[0].set_ylabel(f"test error (%), mean and {LEVEL:.0%} CI")
   axes[0][0].legend(title="dropout")
-  fig.suptitle(f"Test error by order ({len(results['seeds'])} seeds)")
+  grid = (
+    " (a task with a grid of learning rates: at the config's)"
+    if len(summary) < len(results["summary"])
+    else ""
+  )
+  fig.suptitle(f"Test error by order ({len(results['seeds'])} seeds){grid}")
   fig.tight_layout()
   names.append("training-error.png")
   fig.savefig(os.path.join(out_dir, names[-1]), dpi=100)
@@ -1077,6 +1152,19 @@ def figures(results: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[st
   fig.savefig(os.path.join(out_dir, names[-1]), dpi=100)
   plt.close(fig)
   return names
+
+
+def _one_learning_rate(results: dict[str, Any]) -> list[dict[str, Any]]:
+  """The summary's rows at one learning rate per task, for the figures: the config's
+  ``learning_rate`` where the task trained it, else the task's first."""
+  seen: dict[str, list[Any]] = {}
+  for row in results["summary"]:
+    lrs = seen.setdefault(row["task"], [])
+    if row.get("learning_rate") not in lrs:
+      lrs.append(row.get("learning_rate"))
+  base = results["config"]["learning_rate"]
+  pick = {task: base if base in lrs else lrs[0] for task, lrs in seen.items()}
+  return [row for row in results["summary"] if row.get("learning_rate") == pick[row["task"]]]
 
 
 def _pct(interval: dict[str, float], *, signed: bool = False) -> str:
@@ -1116,15 +1204,18 @@ def section(results: dict[str, Any], figures: Sequence[str]) -> str:
   size = _size_note(results)
   if size:
     lines += [size, ""]
+  several = _several_lrs(results["summary"])
   lines += [
-    "| task | activation | rate | none | pre | post | pre − post [95% CI] | family-wise CI"
-    " | p (t) | p (t, Holm) | p (sign-flip) | p (sign-flip, Holm) |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    f"| task | activation | rate |{' lr |' if several else ''} none | pre | post"
+    " | pre − post [95% CI] | family-wise CI | p (t) | p (t, Holm) | p (sign-flip)"
+    " | p (sign-flip, Holm) |",
+    "|---|---|---|" + ("---|" if several else "") + "---|---|---|---|---|---|---|---|---|",
   ]
   for row in results["summary"]:
     d = row["pre_minus_post"]
+    lr = f" | {row['learning_rate']:g}" if several else ""
     lines.append(
-      f"| {data[row['task']]['name']} | {_label(row['variant'])} | {row['rate']:g}"
+      f"| {data[row['task']]['name']} | {_label(row['variant'])} | {row['rate']:g}{lr}"
       f" | {_pct(row['none'])} | {_pct(row['pre'])} | {_pct(row['post'])}"
       f" | {_pct(d, signed=True)}"
       f" | [{d['family_low'] * 100:+.2f}, {d['family_high'] * 100:+.2f}]"
@@ -1167,12 +1258,26 @@ def _task_line(task: str, results: dict[str, Any]) -> str:
     ),
   }[c["model"]]()
   variants = c.get("variants", results["config"]["variants"])
+  grid = c.get("learning_rates") or [c["learning_rate"]]
+  lr = (
+    f"learning rate {grid[0]:g}"
+    if len(grid) == 1
+    else f"learning rates {', '.join(f'{v:g}' for v in grid)} (each its own comparison)"
+  )
   return (
     f"**{d['name']}** ({sizes}, {d['classes']} classes, {d['train']} training and {d['test']}"
     f" test examples): {TASKS[task].about}. Model: {model}. {c['steps']} steps of"
-    f" {c['batch_size']} examples, learning rate {c['learning_rate']:g}; variants:"
-    f" {', '.join(_label(v) for v in variants)}."
+    f" {c['batch_size']} examples, {lr}; variants: {', '.join(_label(v) for v in variants)}."
   )
+
+
+def _several_lrs(rows: Sequence[dict[str, Any]]) -> bool:
+  """Whether the rows (summary or replication) hold more than one learning rate."""
+  return len({row.get("learning_rate") for row in rows}) > 1
+
+
+def _lr_note(row: dict[str, Any], several: bool) -> str:
+  return f" (lr {row['learning_rate']:g})" if several else ""
 
 
 def _size_note(results: dict[str, Any]) -> str:
@@ -1231,6 +1336,7 @@ def replication_table(results: dict[str, Any]) -> list[str]:
   """The replication table's Markdown lines: per variant and rate, pre − post on each task."""
   data = results["data"]
   tasks = list(data)
+  several = _several_lrs(results["replication"])
   lines = [
     "### Which findings replicate across tasks",
     "",
@@ -1241,10 +1347,10 @@ def replication_table(results: dict[str, Any]) -> list[str]:
     " signs), *nowhere*. *not run*: the configuration does not train that activation on that"
     " task; signs and verdict are then over the tasks where it ran.",
     "",
-    "| activation | rate | "
+    f"| activation | rate |{' lr |' if several else ''} "
     + " | ".join(data[t]["name"] for t in tasks)
     + " | signs agree | order matters |",
-    "|---|---|" + "---|" * len(tasks) + "---|---|",
+    "|---|---|" + "---|" * (len(tasks) + several) + "---|---|",
   ]
   for row in results["replication"]:
     cells = []
@@ -1256,7 +1362,9 @@ def replication_table(results: dict[str, Any]) -> list[str]:
         else f"{c['mean'] * 100:+.2f} (p {_p(c['p_t_holm'])}){' *' if c['significant'] else ''}"
       )
     lines.append(
-      f"| {_label(row['variant'])} | {row['rate']:g} | {' | '.join(cells)}"
+      f"| {_label(row['variant'])} | {row['rate']:g}"
+      + (f" | {row['learning_rate']:g}" if several else "")
+      + f" | {' | '.join(cells)}"
       f" | {_agree(row)} | {row['verdict']} |"
     )
   return [*lines, ""]
@@ -1276,6 +1384,7 @@ def _findings(results: dict[str, Any]) -> str:
   """The corrected conclusion of the table, and what chance alone would give uncorrected."""
   summary, alpha = results["summary"], _stats.ALPHA
   m = len(summary)
+  several = _several_lrs(summary)
   found = [row for row in summary if row["pre_minus_post"]["significant"]]
   raw = sum(row["pre_minus_post"]["p_t"] < alpha for row in summary)
   text = (
@@ -1283,7 +1392,8 @@ def _findings(results: dict[str, Any]) -> str:
   )
   if found:
     text += "the order made a difference for " + ", ".join(
-      f"{_label(r['variant'])} at {r['rate']:g} on {results['data'][r['task']]['name']}"
+      f"{_label(r['variant'])} at {r['rate']:g}{_lr_note(r, several)} on"
+      f" {results['data'][r['task']]['name']}"
       f" ({r['pre_minus_post']['mean'] * 100:+.2f},"
       f" {'pre' if r['pre_minus_post']['mean'] < 0 else 'post'} better)"
       for r in found
