@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import jdrop
+from jdrop._src import report
 from jdrop._src.studies import data
 from jdrop._src.studies import training
 
@@ -107,6 +108,10 @@ def test_section_and_replication_table_show_the_variant_a_task_did_not_train(
   (tanh,) = [row for row in results["replication"] if row["variant"] == "tanh"]
   assert list(tanh["tasks"]) == ["mnist1d_cnn"]  # no fake 0 for the task that did not run it
   assert results["family"]["size"] == 3  # every row of every task
+  answer = report.answer({"training": results})
+  assert "On 2 tasks (MNIST-1D (CNN), modular addition; 2 seeds each)" in answer
+  assert "The order matters on every task where it was trained for" in answer
+  assert "In training (a CNN and a Transformer on" in report._training_answer(results)
 
 
 def test_replication_counts_only_the_tasks_that_trained_the_variant() -> None:

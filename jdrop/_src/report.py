@@ -659,13 +659,12 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
 
 
 def _where_trained(training: dict) -> str:
-  """``" where it was trained"`` if some task trains fewer activations than another, else
-  ``""``: then "every task" in the replication verdicts means every task that ran it."""
+  """``" where it was trained"`` if some replication row lacks a task (an activation or a
+  learning rate that a task does not train), else ``""``: then "every task" in the
+  replication verdicts means every task that ran it."""
   tasks = training.get("tasks", [])
-  ran: dict[str, set] = {}
-  for row in _paired(training):
-    ran.setdefault(row["variant"], set()).add(row.get("task"))
-  return " where it was trained" if any(len(t) < len(tasks) for t in ran.values()) else ""
+  rows = training.get("replication") or []
+  return " where it was trained" if any(len(r["tasks"]) < len(tasks) for r in rows) else ""
 
 
 def _verdict_listing(verdicts: dict, verdict: str) -> str:
