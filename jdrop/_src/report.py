@@ -591,7 +591,7 @@ def answer(results: dict) -> str:
   return "".join(parts)
 
 
-def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float]]:
+def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float | str]]:
   """Activation -> the rates whose pre-minus-post comparison is significant after the
   family's correction (Holm) and whose mean difference passes ``side``."""
   out: dict[str, list[float | str]] = {}
@@ -635,7 +635,7 @@ def _models(training: dict) -> str:
   return ", ".join(found[:-1]) + " and " + found[-1]
 
 
-def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]] | None:
+def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float | str, str]]]] | None:
   """Activation -> (verdict, [(rate, "pre" | "post" | "mixed")]) across tasks, from the
   replication table: ``everywhere`` if at some rate the order is significant with one sign on
   every task (those rates listed), else ``somewhere`` if significant on any task (those rates),
@@ -644,7 +644,7 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
   if not rows or len(training.get("tasks", [])) < 2:
     return None
   several = _several_lrs(rows)
-  out: dict[str, tuple[str, list[tuple[float, str]]]] = {}
+  out: dict[str, tuple[str, list[tuple[float | str, str]]]] = {}
   rank = {"nowhere": 0, "somewhere": 1, "everywhere": 2}
   for row in rows:
     means = [row["tasks"][t]["mean"] for t in row["significant_in"]]
@@ -690,7 +690,7 @@ def _family(training: dict) -> str:
   return f"m = {_family_size(training)} comparisons (Holm, family-wise level {alpha:g})"
 
 
-def _listing(found: dict[str, list[float]]) -> str:
+def _listing(found: dict[str, list[float | str]]) -> str:
   if not found:
     return "none"
   return ", ".join(f"{a} (rate {', '.join(map(str, rates))})" for a, rates in found.items())

@@ -117,7 +117,6 @@ TASKS: dict[str, Task] = {
   ),
   "npz": Task("mlp", "the user's arrays (Config.data)"),
 }
-MODELS = ("mlp", "cnn", "transformer")
 # The variants the default configuration trains on the CNN and Transformer tasks (every
 # variant runs there in FULL): four activations that span the classes of the algebra
 # (relu commutes exactly; tanh and gelu keep f(0) = 0 but do not commute; sigmoid has f(0) != 0).
@@ -143,8 +142,9 @@ class Config:
     learning_rates: a grid of Adam learning rates, each trained with every order, rate and
       seed in the same program (the learning rate is a traced, vmapped value, like the rate);
       empty: ``learning_rate`` alone. Each learning rate is its own comparison in the family.
-    tasks: the datasets, names from :data:`TASKS`, each trained with the same model and
-      hyperparameters; ``"npz"`` (only) is the file ``data``.
+    tasks: the datasets, names from :data:`TASKS`, each trained with its model
+      (:data:`TASKS`) and these hyperparameters except where ``per_task`` says otherwise;
+      ``"npz"`` (only) is the file ``data``.
     data: an ``.npz`` file (see :func:`jdrop._src.studies.data.load_npz`) for the task
       ``"npz"``, else None.
     split_seed: the seed of the digits' stratified train/test split and of modular
@@ -158,7 +158,7 @@ class Config:
     layers: the Transformer's blocks.
     modulus: ``p`` of the task ``"modadd"`` (its vocabulary and number of classes).
     per_task: task name -> :class:`TaskSettings`, the hyperparameters in which a task differs
-      from the fields above (fewer variants, other steps, learning rate or batch size).
+      from the fields above (fewer variants, other steps, learning rates or batch size).
   """
 
   variants: tuple[str, ...] = tuple(VARIANTS)
@@ -205,7 +205,9 @@ class TaskSettings:
 
 
 # The default trains the CNN and Transformer tasks on SMALL_VARIANTS only, to keep the report
-# within minutes on 2 CPU cores; FULL trains every variant on every task, longer, more seeds.
+# within minutes on 2 CPU cores; FULL trains every variant on every task, longer, with more
+# seeds, and a grid of learning rates on the MLP tasks (cheap there: a grid multiplies the
+# runs of a program).
 DEFAULT = Config()
 FULL = Config(
   seeds=16,
