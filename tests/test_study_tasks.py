@@ -341,3 +341,16 @@ def test_full_trains_a_learning_rate_grid_on_the_mlp_tasks() -> None:
     "modadd": (3e-3,),
   }
   assert training.learning_rates(training.DEFAULT) == (training.DEFAULT.learning_rate,)
+
+
+def test_findings_name_the_learning_rate_of_each_significant_comparison() -> None:
+  d = {"mean": -0.02, "p_t": 0.001, "p_t_holm": 0.002, "significant": True}
+  rows = [
+    {"task": "digits", "variant": "tanh", "rate": 0.5, "learning_rate": lr, "pre_minus_post": d}
+    for lr in (1e-3, 1e-2)
+  ]
+  results = {"summary": rows, "data": {"digits": {"name": "digits"}}, "seeds": list(range(16))}
+  text = training._findings(results)
+  assert "tanh at 0.5 (lr 0.001) on digits (-2.00, pre better)" in text
+  assert "tanh at 0.5 (lr 0.01) on digits" in text
+  assert "(lr" not in training._findings(dict(results, summary=rows[:1]))  # one lr: no note
