@@ -398,9 +398,17 @@ def test_train_digits_rejects_bad_data_before_writing(tmp_path: Path, capsys) ->
 
 def test_mnist1d_baseline_sits_next_to_the_published_one() -> None:
   rows = [
-    {"task": "mnist1d", "variant": v, "none": {"mean": e}}
-    for v, e in (("relu", 0.4), ("tanh", 0.5))
+    {"task": task, "variant": v, "none": {"mean": e}}
+    for task, v, e in (
+      ("mnist1d", "relu", 0.4),
+      ("mnist1d", "tanh", 0.5),
+      ("mnist1d_cnn", "gelu", 0.2),
+    )
   ]
-  text = training._mnist1d_baseline({"summary": rows, "config": {"steps": 300}})
+  text = training._mnist1d_baseline({"summary": rows[:2], "config": {"steps": 300}})
   assert "Greydanus (2020) reports 68% test accuracy for an MLP" in text
-  assert "the variants reach 50% to 60% (relu best) with 300 steps" in text
+  assert "the MLP's variants reach 50% to 60% (relu best) with 300 steps." in text
+  # The CNN task's own steps (task_configs) are the ones reported next to its accuracy.
+  both = {"summary": rows, "config": {"steps": 300}, "task_configs": {"mnist1d_cnn": {"steps": 9}}}
+  text = training._mnist1d_baseline(both)
+  assert "CNN's variants reach 80% to 80% (gelu best) with 9 steps." in text

@@ -570,8 +570,9 @@ def answer(results: dict) -> str:
       )
       if any(verdict != "nowhere" for verdict, _ in verdicts.values()):
         parts.append(
-          f" The order matters on every task for {_verdict_listing(verdicts, 'everywhere')}; on"
-          f" some tasks only for {_verdict_listing(verdicts, 'somewhere')}; and on none for"
+          f" The order matters on every task{_where_trained(training)} for"
+          f" {_verdict_listing(verdicts, 'everywhere')}; on some tasks only for"
+          f" {_verdict_listing(verdicts, 'somewhere')}; and on none for"
           f" {_verdict_listing(verdicts, 'nowhere')}."
         )
       else:
@@ -606,14 +607,29 @@ def answer(results: dict) -> str:
   return "".join(parts)
 
 
-def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float]]:
+def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, list[float | str]]:
   """Activation -> the rates whose pre-minus-post comparison is significant after the
   family's correction (Holm) and whose mean difference passes ``side``."""
-  out: dict[str, list[float]] = {}
+  out: dict[str, list[float | str]] = {}
+  several = _several_lrs(paired)
   for r in paired:
     if r["pre_minus_post"].get("significant") and side(r["pre_minus_post"]):
-      out.setdefault(r["variant"], []).append(r["rate"])
+      out.setdefault(r["variant"], []).append(_rate(r, several))
   return out
+
+
+def _several_lrs(rows: list[dict]) -> bool:
+  """Whether the training rows come from a grid of learning rates."""
+  return len({r.get("learning_rate") for r in rows}) > 1
+
+
+def _rate(row: dict, several: bool) -> float | str:
+  """A row's rate, or ``"0.3 at lr 0.01"`` when the rows hold several learning rates."""
+  return f"{row['rate']:g} at lr {row['learning_rate']:g}" if several else row["rate"]
+
+
+def _fmt(rate: float | str) -> str:
+  return rate if isinstance(rate, str) else f"{rate:g}"
 
 
 def _data_names(training: dict) -> str:
@@ -624,7 +640,18 @@ def _data_names(training: dict) -> str:
   return data.get("name", "the data")
 
 
-def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]] | None:
+def _models(training: dict) -> str:
+  """``"an MLP"``, or the models the tasks train: ``"an MLP, a CNN and a Transformer"``."""
+  names = {"mlp": "an MLP", "cnn": "a CNN", "transformer": "a Transformer"}
+  found = [
+    names[m] for m in names if m in {c["model"] for c in training.get("task_configs", {}).values()}
+  ]
+  if len(found) <= 1:
+    return found[0] if found else "an MLP"
+  return ", ".join(found[:-1]) + " and " + found[-1]
+
+
+def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float | str, str]]]] | None:
   """Activation -> (verdict, [(rate, "pre" | "post" | "mixed")]) across tasks, from the
   replication table: ``everywhere`` if at some rate the order is significant with one sign on
   every task (those rates listed), else ``somewhere`` if significant on any task (those rates),
@@ -632,7 +659,8 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
   rows = training.get("replication")
   if not rows or len(training.get("tasks", [])) < 2:
     return None
-  out: dict[str, tuple[str, list[tuple[float, str]]]] = {}
+  several = _several_lrs(rows)
+  out: dict[str, tuple[str, list[tuple[float | str, str]]]] = {}
   rank = {"nowhere": 0, "somewhere": 1, "everywhere": 2}
   for row in rows:
     means = [row["tasks"][t]["mean"] for t in row["significant_in"]]
@@ -641,9 +669,18 @@ def _replicated(training: dict) -> dict[str, tuple[str, list[tuple[float, str]]]
     if rank[row["verdict"]] > rank[verdict]:
       verdict, cells = row["verdict"], []
     if row["verdict"] == verdict and verdict != "nowhere":
-      cells.append((row["rate"], side))
+      cells.append((_rate(row, several), side))
     out[row["variant"]] = (verdict, cells)
   return out
+
+
+def _where_trained(training: dict) -> str:
+  """``" where it was trained"`` if some replication row lacks a task (an activation or a
+  learning rate that a task does not train), else ``""``: then "every task" in the
+  replication verdicts means every task that ran it."""
+  tasks = training.get("tasks", [])
+  rows = training.get("replication") or []
+  return " where it was trained" if any(len(r["tasks"]) < len(tasks) for r in rows) else ""
 
 
 def _verdict_listing(verdicts: dict, verdict: str) -> str:
@@ -654,7 +691,7 @@ def _verdict_listing(verdicts: dict, verdict: str) -> str:
     return ", ".join(found)
   better = {"pre": "pre better", "post": "post better", "mixed": "opposite signs"}
   return ", ".join(
-    f"{a} ({'; '.join(f'rate {r:g}: {better[side]}' for r, side in cells)})"
+    f"{a} ({'; '.join(f'rate {_fmt(r)}: {better[side]}' for r, side in cells)})"
     for a, cells in found.items()
   )
 
@@ -669,7 +706,7 @@ def _family(training: dict) -> str:
   return f"m = {_family_size(training)} comparisons (Holm, family-wise level {alpha:g})"
 
 
-def _listing(found: dict[str, list[float]]) -> str:
+def _listing(found: dict[str, list[float | str]]) -> str:
   if not found:
     return "none"
   return ", ".join(f"{a} (rate {', '.join(map(str, rates))})" for a, rates in found.items())
@@ -691,7 +728,8 @@ def _training_answer(training: dict) -> str:
   lower = [r for r in found if r["pre_minus_post"]["mean"] < 0]
   data = _data_names(training)
   text = (
-    f"In training (an MLP on {data}, {len(training.get('seeds', []))} seeds per configuration),"
+    f"In training ({_models(training)} on {data}, {len(training.get('seeds', []))} seeds per"
+    " configuration),"
     f" corrected for testing {_family(training)}, the pre-minus-post difference in test error"
     f" is significant for {len(found)} of {len(paired)} (activation, rate) pairs:"
     f" pre-activation dropout is better in {len(lower)}, post-activation dropout in"
@@ -870,17 +908,21 @@ def _sigmoid_headline(training: dict | None) -> str:
 
 
 def _where(training: dict | None, rows: list[dict]) -> str:
-  """``"rates 0.1, 0.3"``, or with tasks ``"digits at rate 0.1; MNIST-1D at rates 0.1, 0.3"``."""
+  """``"rates 0.1, 0.3"``, or with tasks ``"digits at rate 0.1; MNIST-1D at rates 0.1, 0.3"``
+  (each rate ``"0.3 at lr 0.01"`` where the training used several learning rates)."""
+  several = _several_lrs(_paired(training or {}))
+
+  def rates(cells: list[dict]) -> str:
+    listed = ", ".join(_fmt(_rate(r, several)) for r in cells)
+    return f"rate{'s' if len(cells) > 1 else ''} {listed}"
+
   if "tasks" not in (training or {}):
-    rates = ", ".join(f"{r['rate']:g}" for r in rows)
-    return f"rate{'s' if len(rows) > 1 else ''} {rates}"
+    return rates(rows)
   names = (training or {})["data"]
   per_task: dict[str, list[dict]] = {}
   for r in rows:
     per_task.setdefault(r["task"], []).append(r)
-  return "; ".join(
-    f"{names[task]['name']} at {_where(None, cells)}" for task, cells in per_task.items()
-  )
+  return "; ".join(f"{names[task]['name']} at {rates(cells)}" for task, cells in per_task.items())
 
 
 def _training_claim(training: dict | None, activation: str) -> str:
@@ -890,12 +932,13 @@ def _training_claim(training: dict | None, activation: str) -> str:
   if not rows:
     return ""
   parts = []
+  several = _several_lrs(rows)
   for r in rows:
     p = r["pre_minus_post"]
     adjusted = f", Holm-adjusted p = {p['p_t_holm']:.2g}"
     task = f"{training['data'][r['task']]['name']}, " if "tasks" in training else ""
     parts.append(
-      f"{task}rate {r['rate']}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
+      f"{task}rate {_rate(r, several)}: {100 * p['mean']:+.2f} points [{100 * p['low']:+.2f},"
       f" {100 * p['high']:+.2f}]{adjusted}"
     )
   return (
@@ -909,7 +952,14 @@ def render(results: dict, sections: dict[str, str], meta: dict[str, Any]) -> str
     "# Dropout before or after the activation?",
     "",
     f"_Generated by `{meta['command']}` on {meta['date']}; {meta['machine']},"
-    f" {meta['backend']}; configuration: {meta['configuration']}._",
+    f" {meta['backend']}; configuration: {meta['configuration']}"
+    + (
+      " (smaller than `--full`: fewer seeds and steps, and some training tasks on fewer"
+      " activations, as each section says)"
+      if meta["configuration"] == "default"
+      else ""
+    )
+    + "._",
     "",
     answer(results),
     "",

@@ -1,7 +1,8 @@
-"""Datasets for the training study: scikit-learn's digits, or arrays a user has in an ``.npz``.
+"""Datasets for the training study: scikit-learn's digits, MNIST-1D, modular addition, or arrays
+a user has in an ``.npz``.
 
-Both loaders return a :class:`Dataset` of float32 features in rows and int32 labels
-``0 .. K-1``, checked once here so that training code never sees a malformed array.
+The loaders return a :class:`Dataset` of float32 features (or int32 tokens) in rows and int32
+labels ``0 .. K-1``, checked once here so that training code never sees a malformed array.
 
 * :func:`load_digits`: the 1797 8x8 handwritten digits that ship inside scikit-learn (UCI
   optical recognition of handwritten digits; no download), pixels scaled from 0..16 to [0, 1],
@@ -10,6 +11,8 @@ Both loaders return a :class:`Dataset` of float32 features in rows and int32 lab
   generated procedurally from ten templates by the ``mnist1d`` package (no download: its
   ``make_dataset``, never its ``get_dataset``). A harder task: an MLP reaches about 68% test
   accuracy there (Greydanus's baseline), against 97% on the digits.
+* :func:`load_modadd`: modular addition ``(a + b) mod p`` as two-token sequences, generated
+  in NumPy, for a small Transformer.
 * :func:`load_npz`: a user's own arrays, e.g. MNIST, under the keys ``x_train``, ``y_train``,
   ``x_test`` and ``y_test``.
 """
@@ -40,6 +43,8 @@ class Dataset:
     y_test: int32 labels of shape ``(n_test,)``, in ``0 .. num_classes - 1``.
     num_classes: ``K``, one more than the largest label in either split.
     name: where the data came from (``"digits"`` or the file's name), for reports.
+    vocab: for token data (int32 ``x`` of shape ``(n, length)``), the number of distinct
+      tokens; 0 for float features.
   """
 
   x_train: np.ndarray
@@ -48,6 +53,7 @@ class Dataset:
   y_test: np.ndarray
   num_classes: int
   name: str
+  vocab: int = 0
 
   def describe(self) -> dict[str, Any]:
     """The sizes of the dataset, JSON-serialisable, for a results file."""
@@ -57,7 +63,7 @@ class Dataset:
       "test": int(self.x_test.shape[0]),
       "features": int(self.x_train.shape[1]),
       "classes": self.num_classes,
-    }
+    } | ({"vocab": self.vocab} if self.vocab else {})
 
 
 def digit_pixels() -> np.ndarray:
@@ -168,6 +174,58 @@ def load_mnist1d(*, seed: int = 42) -> Dataset:
     np.asarray(made["y_test"], np.int32),
     num_classes=10,
     name="MNIST-1D",
+  )
+
+
+def load_modadd(*, modulus: int = 31, train_fraction: float = 0.6, seed: int = 0) -> Dataset:
+  r"""Modular addition as a sequence task: the tokens ``(a, b)``, the label ``(a + b) mod p``.
+
+  Every pair of ``0 .. p-1`` appears once (:math:`p^2` examples, ``p`` classes); a fixed
+  permutation by ``seed`` puts ``train_fraction`` of them in the training set and the rest in
+  the test set, so the test pairs are never seen and only a model that learns the group's
+  structure (not a lookup table) gets them right. The small-transformer benchmark of Power et
+  al. (2022), "Grokking", where the MLP computes the answer from Fourier features of the two
+  tokens (Nanda et al. 2023). Generated in NumPy, no download.
+
+  Args:
+    modulus: ``p``, at least 2; the vocabulary and the number of classes.
+    train_fraction: the fraction of the pairs trained on, in (0, 1).
+    seed: the split's seed, a non-negative int.
+
+  Returns:
+    A :class:`Dataset` whose ``x`` are int32 tokens of shape ``(n, 2)`` and ``vocab = p``.
+
+  Example:
+    >>> data = load_modadd(modulus=5)
+    >>> data.x_train.shape, data.x_test.shape, data.num_classes, data.vocab
+    ((15, 2), (10, 2), 5, 5)
+    >>> bool(((data.x_train.sum(1) % 5) == data.y_train).all())
+    True
+  """
+  fn = "jdrop.studies.load_modadd"
+  if isinstance(modulus, bool) or not isinstance(modulus, int) or not 2 <= modulus <= 4096:
+    raise errors.value_error(
+      fn, "modulus", "must be an int in [2, 4096]", modulus, "Use e.g. modulus=31."
+    )
+  if not 0.0 < train_fraction < 1.0:
+    raise errors.value_error(
+      fn, "train_fraction", "must lie in (0, 1)", train_fraction, "Use e.g. train_fraction=0.6."
+    )
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise errors.value_error(fn, "seed", "must be a non-negative int", seed, "Use e.g. seed=0.")
+  a, b = np.divmod(np.arange(modulus * modulus, dtype=np.int32), np.int32(modulus))
+  x, y = np.stack([a, b], axis=1), (a + b) % np.int32(modulus)
+  order = np.random.default_rng(seed).permutation(len(x))
+  n = min(max(1, round(train_fraction * len(x))), len(x) - 1)
+  train, test = order[:n], order[n:]
+  return Dataset(
+    x[train],
+    y[train],
+    x[test],
+    y[test],
+    num_classes=modulus,
+    name="modular addition",
+    vocab=modulus,
   )
 
 
