@@ -112,7 +112,11 @@ def test_section_and_replication_table_show_the_variant_a_task_did_not_train(
   assert results["family"]["size"] == 3  # every row of every task
   answer = report.answer({"training": results})
   assert "On 2 tasks (MNIST-1D (CNN), modular addition; 2 seeds each)" in answer
-  assert "The order matters on every task where it was trained for" in answer
+  assert report._where_trained(results) == " where it was trained"
+  assert (
+    "The order matters on every task where it was trained for" in answer
+    or "The order mattered on no task for any of them" in answer  # nothing significant
+  )
   assert "In training (a CNN and a Transformer on" in report._training_answer(results)
 
 

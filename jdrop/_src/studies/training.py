@@ -66,6 +66,7 @@ from jax.typing import ArrayLike
 from jdrop._src import activations
 from jdrop._src import dropout as _dropout
 from jdrop._src import errors
+from jdrop._src import machine
 from jdrop._src import masks
 from jdrop._src.studies import data as _data
 from jdrop._src.studies import stats as _stats
@@ -1063,13 +1064,8 @@ def metadata() -> dict[str, Any]:
 
 
 def processor() -> str:
-  """The CPU's model name (``/proc/cpuinfo`` where ``platform`` has none)."""
-  name = platform.processor()
-  if not name and os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      models = [line for line in f if line.startswith("model name")]
-    name = models[0].split(":", 1)[1].strip() if models else ""
-  return name or "unknown processor"
+  """The CPU's model name (:func:`jdrop._src.machine.processor`)."""
+  return machine.processor()
 
 
 # ----------------------------------------------------------------------------
