@@ -114,14 +114,15 @@ def test_answer_counts_only_what_survives_the_correction():
   assert "significant for 1 of 3" in report._training_answer(corrected)
 
 
-def two_tasks(*cells: tuple[str, float, float, float]) -> dict:
-  """Training on digits and MNIST-1D: cells (variant, rate, digits mean, MNIST-1D mean) with
-  the Holm-adjusted p-value 0.001 where the mean is not 0, else 1."""
+def two_tasks(*cells: tuple[str, float, float, float], tasks=("digits", "mnist1d")) -> dict:
+  """Training results as the study writes them, on digits and MNIST-1D (or ``tasks``): cells
+  (variant, rate, one mean per task) with the Holm-adjusted p-value 0.001 where the mean is not
+  0, else 1."""
   from jdrop._src.studies import training as study
 
   summary = []
   for variant, rate, *means in cells:
-    for task, mean in zip(("digits", "mnist1d"), means, strict=True):
+    for task, mean in zip(tasks, means, strict=True):
       p = 0.001 if mean else 1.0
       d = {"mean": mean, "low": mean, "high": mean, "n": 4, "p_t": p / 8, "p_t_holm": p}
       summary.append(
@@ -132,9 +133,10 @@ def two_tasks(*cells: tuple[str, float, float, float]) -> dict:
           "pre_minus_post": dict(d, significant=p < 0.05),
         }
       )
+  names = {"digits": "digits", "mnist1d": "MNIST-1D"}
   return {
-    "tasks": ["digits", "mnist1d"],
-    "data": {"digits": {"name": "digits"}, "mnist1d": {"name": "MNIST-1D"}},
+    "tasks": list(tasks),
+    "data": {task: {"name": names[task]} for task in tasks},
     "seeds": [0, 1, 2, 3],
     "summary": summary,
     "family": {"size": len(summary), "alpha": 0.05},
@@ -332,6 +334,14 @@ def golden_cases() -> dict[str, dict]:
         ("gelu", 0.5, 0.01, -0.01),
         ("relu", 0.5, 0.0, 0.0),
       ),
+    },
+    "one task, as the study writes it": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": two_tasks(("tanh", 0.3, -0.02), ("sigmoid", 0.3, 0.0), tasks=("digits",)),
+    },
+    "two tasks, somewhere before everywhere": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": two_tasks(("gelu", 0.1, 0.01, 0.0), ("gelu", 0.5, -0.01, -0.02)),
     },
     "two tasks, sigmoid pre better": {
       "commutation": with_gaps(COMMUTATION),
