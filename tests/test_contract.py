@@ -837,3 +837,22 @@ def test_bad_order_raises():
 
 def test_drop_path_needs_a_batch_axis():
   assert_raises_well("drop_path", ValueError, "x", value=jnp.float32(1.0))
+
+
+@pytest.mark.parametrize("fn", [jdrop.dropout, jdrop.alpha_dropout, jdrop.drop_path])
+def test_deterministic_at_rate_one_returns_x_and_training_at_rate_one_returns_zeros(fn):
+  # Both take the early return that draws nothing; deterministic wins over the rate.
+  x = jnp.arange(1.0, 7.0).reshape(2, 3)
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(fn(key, x, rate=1.0, deterministic=True), x)
+  if fn is not jdrop.alpha_dropout:  # alpha dropout at rate 1 is refused
+    np.testing.assert_array_equal(fn(key, x, rate=1.0), jnp.zeros_like(x))
+    traced = jax.jit(lambda det: fn(key, x, rate=1.0, deterministic=det))
+    np.testing.assert_array_equal(traced(True), x)
+    np.testing.assert_array_equal(traced(False), jnp.zeros_like(x))
+
+
+@pytest.mark.parametrize("mask", ["keep", object(), [[True], "x"]])
+def test_apply_mask_names_a_mask_that_is_not_an_array(mask):
+  with pytest.raises(TypeError, match=r"^jdrop\.apply_mask: .*mask.* must be a boolean array"):
+    jdrop.apply_mask(jnp.ones(3), mask, rate=0.5)
