@@ -388,3 +388,12 @@ def test_fast_blocks_fall_back_to_jax_random_bits_past_32_bit_block_counters():
 
   assert "random_bits" not in primitives(words)
   assert "random_bits" in primitives(words + 1)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_traced_invalid_rate_keeps_nothing_or_everything(fast):
+  # The mask is a bool, so it cannot carry a NaN; what it does is pinned (and documented):
+  # above 1 or NaN nothing is kept, below 0 everything, in both generators.
+  draw = jax.jit(lambda rate: jdrop.keep_mask(jax.random.key(3), (4096,), rate=rate, fast=fast))
+  for rate, kept in ((1.5, 0), (float("nan"), 0), (-0.5, 4096), (1.0, 0), (0.0, 4096)):
+    assert int(draw(jnp.float32(rate)).sum()) == kept, rate

@@ -507,7 +507,9 @@ def keep_mask(
     key: a PRNG key, typed (``jax.random.key``) or raw (``jax.random.PRNGKey``).
       One key; use ``jax.vmap`` for a batch of keys.
     shape: the mask's shape, a tuple of non-negative ints.
-    rate: the **drop** probability in [0, 1]; may be traced (jit, vmap, grad).
+    rate: the **drop** probability in [0, 1]; may be traced (jit, vmap, grad). A traced
+      rate cannot be checked: one above 1 or NaN keeps nothing, one below 0 keeps everything
+      (the dropout functions, which take the rate too, return NaN for it).
     fast: a Python bool; True draws the fast mask described above.
 
   Returns:
