@@ -738,6 +738,11 @@ def test_place_does_not_need_the_marker(tmp_path):
   (build / "REPORT.md").write_text("report")
   report._place(build, tmp_path / "out", None)
   assert (tmp_path / "out" / "REPORT.md").read_text() == "report"
+  build.mkdir()  # again, but now --out exists where nothing was: the report goes beside it
+  (build / "REPORT.md").write_text("second")
+  with pytest.raises(report.OutputChanged) as exc:
+    report._place(build, tmp_path / "out", None)
+  assert (exc.value.kept / "REPORT.md").read_text() == "second"
 
 
 def test_metadata_names_the_command_the_time_zone_and_the_processor(monkeypatch, tmp_path):
