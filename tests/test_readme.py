@@ -16,3 +16,12 @@ def test_readme_has_python_examples():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
   exec(compile(BLOCKS[index], f"README.md example {index}", "exec"), {})
+
+
+def test_readme_quotes_the_committed_reports_short_answer():
+  # The README quotes the committed full report's answer; regenerating the report without
+  # updating the quote (or the other way round) would leave the front door saying something
+  # the evidence no longer says.
+  report = README.parent / "experiments" / "results" / "report" / "REPORT.md"
+  answer = next(line for line in report.read_text().splitlines() if line.startswith("**Short"))
+  assert f"> {answer}" in README.read_text().splitlines()
