@@ -114,6 +114,26 @@ def test_answer_counts_only_what_survives_the_correction():
   assert "significant for 1 of 3" in report._training_answer(corrected)
 
 
+def with_learning_rates(results: dict, *lrs: float) -> dict:
+  """``results`` as if trained at each of ``lrs``: every comparison repeated per learning
+  rate, the means scaled by the learning rate's position (1, 2, ...), the table rebuilt."""
+  from jdrop._src.studies import training as study
+
+  summary = [
+    dict(row, learning_rate=lr, pre_minus_post=dict(row["pre_minus_post"]))
+    for lr in lrs
+    for row in results["summary"]
+  ]
+  for i, row in enumerate(summary):
+    row["pre_minus_post"]["mean"] *= 1 + i // len(results["summary"])
+  return dict(
+    results,
+    summary=summary,
+    family={"size": len(summary), "alpha": 0.05},
+    replication=study.replication(summary),
+  )
+
+
 def two_tasks(*cells: tuple[str, float, float, float], tasks=("digits", "mnist1d")) -> dict:
   """Training results as the study writes them, on digits and MNIST-1D (or ``tasks``): cells
   (variant, rate, one mean per task) with the Holm-adjusted p-value 0.001 where the mean is not
@@ -342,6 +362,12 @@ def golden_cases() -> dict[str, dict]:
     "two tasks, somewhere before everywhere": {
       "commutation": with_gaps(COMMUTATION),
       "training": two_tasks(("gelu", 0.1, 0.01, 0.0), ("gelu", 0.5, -0.01, -0.02)),
+    },
+    "two tasks, two learning rates": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": with_learning_rates(
+        two_tasks(("sigmoid", 0.5, -0.02, -0.03), ("tanh", 0.3, 0.01, -0.01)), 0.001, 0.01
+      ),
     },
     "two tasks, sigmoid pre better": {
       "commutation": with_gaps(COMMUTATION),

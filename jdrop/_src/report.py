@@ -552,12 +552,13 @@ def answer(results: dict) -> str:
     count = sum(len(rates) for rates in (*pre_better.values(), *post_better.values()))
     verdicts = _replicated(training)
     then = " then" if commutation else ""
+    lr = ", learning rate" if _several_lrs(paired) else ""
     if verdicts is None:
       parts.append(
         f" Which order trains better is{then} an empirical, activation-specific question: on"
         f" {_data_names(training)} ({len(training.get('seeds', []))} seeds), corrected for"
         f" testing {_family(training)}, the pre-minus-post difference in test error is"
-        f" significant for {count} of {len(paired)} (activation, rate) pairs: pre-activation"
+        f" significant for {count} of {len(paired)} (activation, rate{lr}) pairs: pre-activation"
         f" dropout is better for {_listing(pre_better)} and post-activation dropout for"
         f" {_listing(post_better)}; elsewhere no difference was detected."
       )
@@ -568,7 +569,7 @@ def answer(results: dict) -> str:
         f" {len(training['tasks'])} tasks ({_data_names(training)};"
         f" {len(training.get('seeds', []))} seeds each), corrected for testing"
         f" {_family(training)}, the pre-minus-post difference in test error is significant for"
-        f" {count} of {len(paired)} (task, activation, rate) comparisons."
+        f" {count} of {len(paired)} (task, activation, rate{lr}) comparisons."
       )
       if any(verdict != "nowhere" for verdict, _ in verdicts.values()):
         parts.append(
@@ -733,7 +734,8 @@ def _training_answer(training: dict) -> str:
     f"In training ({_models(training)} on {data}, {len(training.get('seeds', []))} seeds per"
     " configuration),"
     f" corrected for testing {_family(training)}, the pre-minus-post difference in test error"
-    f" is significant for {len(found)} of {len(paired)} (activation, rate) pairs:"
+    f" is significant for {len(found)} of {len(paired)} (activation, rate"
+    f"{', learning rate' if _several_lrs(paired) else ''}) pairs:"
     f" pre-activation dropout is better in {len(lower)}, post-activation dropout in"
     f" {len(found) - len(lower)}; so beyond the homogeneous activations the order is a"
     " hyperparameter whose effect is measurable but activation-specific"
