@@ -847,3 +847,21 @@ def test_started_reads_field_22_after_the_last_parenthesis(tmp_path):
   (tmp_path / "7" / "stat").write_text(f"7 (a) b (c) d) {fields} 23 24\n")
   assert report._started(7, tmp_path) == 22
   assert report._started(8, tmp_path) is None
+
+
+def test_stale_build_cleanup_skips_files_and_survives_a_failed_removal(tmp_path, monkeypatch):
+  dead = 2**22 + 12345  # above the default pid_max: no such process
+  (tmp_path / f".out.jdrop-build-{dead}-file").write_text("not a folder")  # skipped
+  stale = tmp_path / f".out.jdrop-build-{dead}-abc"
+  stale.mkdir()
+  removed = []
+
+  def rmtree(path, ignore_errors=False):
+    removed.append(path)
+    if not ignore_errors:  # as another process removing it at the same moment would
+      raise FileNotFoundError(path)
+
+  monkeypatch.setattr(report.shutil, "rmtree", rmtree)
+  report._remove_stale_builds(tmp_path)  # neither the file nor the failure stops it
+  assert removed == [stale]
+  assert (tmp_path / f".out.jdrop-build-{dead}-file").read_text() == "not a folder"
