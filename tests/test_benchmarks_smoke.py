@@ -14,6 +14,10 @@ from types import ModuleType
 
 import pytest
 
+# Slow (runs the benchmark scripts end to end);
+# CI runs them, `pytest -m 'not slow'` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "benchmarks.py"
 

@@ -26,6 +26,10 @@ from jdrop._src import cli
 from jdrop._src import cli_mc
 from jdrop._src import montecarlo
 
+# Slow (processes killed and signalled mid-run: 15-120 s each);
+# CI runs them, `pytest -m 'not slow'` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "tests" / "run_mc_fault.py"
 LIMIT = 120  # seconds for any process: a hang fails the test

@@ -25,6 +25,10 @@ import run_mc_devices
 
 from jdrop import montecarlo
 
+# Slow (several JAX processes over 127.0.0.1: 15-30 s each);
+# CI runs them, `pytest -m 'not slow'` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120  # seconds for any subprocess: a hang fails the test
 # ``python -m jdrop mc`` once cli.py registers the subcommand; the module runs it on its own.

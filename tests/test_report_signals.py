@@ -19,6 +19,10 @@ from pathlib import Path
 import process_util
 import pytest
 
+# Slow (real processes signalled while JAX runs: about 20-60 s each);
+# CI runs them, `pytest -m 'not slow'` skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = ROOT / "tests" / "run_report_fault.py"
 LIMIT = 60  # seconds for anything to happen
