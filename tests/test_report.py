@@ -865,3 +865,24 @@ def test_stale_build_cleanup_skips_files_and_survives_a_failed_removal(tmp_path,
   report._remove_stale_builds(tmp_path)  # neither the file nor the failure stops it
   assert removed == [stale]
   assert (tmp_path / f".out.jdrop-build-{dead}-file").read_text() == "not a folder"
+
+
+def test_a_worker_threads_deferred_block_does_not_hold_the_main_threads_signal():
+  # Reports built in threads (as a test or a library user may) write their last step in
+  # deferred(); that must not make the main thread hold its own SIGINT back.
+  inside, release = threading.Event(), threading.Event()
+
+  def worker():
+    with cli_args.deferred():
+      inside.set()
+      release.wait(30)
+
+  thread = threading.Thread(target=worker)
+  thread.start()
+  try:
+    assert inside.wait(30)
+    with pytest.raises(cli_args.Interrupted), cli_args.interrupts():
+      os.kill(os.getpid(), signal.SIGINT)
+  finally:
+    release.set()
+    thread.join(30)

@@ -125,7 +125,11 @@ def deferred() -> Iterator[None]:
   """Inside :func:`interrupts`, holds SIGINT and SIGTERM back until the block ends, so that
   it runs whole (the last, atomic step of writing an output); then raises
   :class:`Interrupted` for a signal that arrived meanwhile. The block's own exception, if it
-  raises one, wins."""
+  raises one, wins. Outside the main thread (where no signal arrives) this does nothing: a
+  worker thread's block must not hold back the main thread's signals."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
   _Signals.depth += 1
   try:
     yield
