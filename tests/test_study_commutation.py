@@ -20,6 +20,7 @@ from jdrop import montecarlo
 from jdrop._src import activations
 from jdrop._src import report
 from jdrop._src.studies import commutation
+from jdrop._src.studies import stats
 
 NAMES = ("relu", "tanh", "sigmoid", "exponential")
 RATE = 0.5
@@ -96,6 +97,8 @@ def expected_gaps(name: str, rate: float) -> dict:
       "mean_shift": (mean - fx).mean(),
       # Masks are independent across inputs: the mask noise of the mean over x.
       "stderr": math.sqrt(var.mean() / CONFIG.num_masks / x.size),
+      # The standard error of the mean shift of x ~ N(0, 1), the inputs' noise included.
+      "population_stderr": math.sqrt(((mean - fx).var() + var.mean() / CONFIG.num_masks) / x.size),
       "var_ratio": (var.mean() + mean.var()) / fx.var(),
     }
   return out
@@ -118,6 +121,12 @@ def test_monte_carlo_gaps_match_exact_moments_on_the_same_inputs(results: dict, 
     # The variance ratio is a ratio of sample variances over 256 x 64 draws; the largest
     # relative error of this run is 4% (the heavy-tailed exponential, pre).
     assert measured[order]["var_ratio"] == pytest.approx(expected[order]["var_ratio"], rel=0.1)
+    # The stored standard error is estimated from the same draws: its relative error is about
+    # 1 / sqrt(2 x 256) = 4.4%; accepted within 15% (more than 3 of those). Counting the masks'
+    # noise twice would make it up to sqrt(2) = 1.41 times too large (where the inputs' part is
+    # 0: every order of relu, post of every activation).
+    stderr = measured[order]["mean_shift_stderr"]
+    assert stderr == pytest.approx(expected[order]["population_stderr"], rel=0.15), (name, order)
 
 
 def test_monte_carlo_gaps_rejects_the_other_order_and_another_rate(results: dict) -> None:
@@ -166,3 +175,155 @@ def test_mean_shift_family_recomputes_from_the_stored_gaps(results: dict) -> Non
   assert f"Holm over the family of all m = {m} at family-wise level 0.05" in text
   assert "they make 4 such statements (exponential and sigmoid, both orders, at rate 0.5)" in text
   assert "a family-wise level of at most 0.011 (Bonferroni)" in text
+
+
+def _gap(pre: tuple, post: tuple, exact: tuple) -> dict:
+  """A rate's gaps: (mean shift, stderr, var ratio) per order, and the exact (shift, ratio)s."""
+  keys = ("mean_shift", "mean_shift_stderr", "var_ratio")
+  return {
+    "pre": dict(zip(keys, pre, strict=True)),
+    "post": dict(zip(keys, post, strict=True)),
+    "exact": {
+      "pre": {"mean_shift": exact[0], "var_ratio": exact[1]},
+      "post": {"mean_shift": exact[2], "var_ratio": exact[3]},
+    },
+  }
+
+
+def hand_made_results() -> dict:
+  """Made-up numbers with known z-tests: every cell of the section's table and test is known."""
+  rows = [
+    {
+      "activation": "relu",
+      "gaps": {
+        "0.1": _gap((0.0, 0.0, 1.5), (0.0, 0.0, 1.5), (0.0, 1.5, 0.0, 1.5)),
+        "0.5": _gap((1e-4, 2e-5, 2.0), (-2e-5, 1e-3, 2.5), (0.0, 2.0, 0.0, 2.5)),
+      },
+    },
+    {
+      "activation": "exponential",
+      "gaps": {"0.5": _gap((0.8, 0.01, math.inf), (1e-3, 2e-3, math.nan), (0.7912, 12.35, 0, 3))},
+    },
+    {
+      "activation": "sigmoid",
+      "gaps": {"0.5": _gap((-4e-4, 1e-4, 0.25), (3e-4, 1e-4, 4.0), (-3e-4, 0.2512, 0.0, 4.0))},
+    },
+    {"activation": "hard_tanh", "gaps": {}},
+  ]
+  return {
+    "config": {
+      "rates": [0.1, 0.5],
+      "num_inputs": 256,
+      "num_masks": 64,
+      "plotted": ["relu", "leaky_relu", "tanh", "gelu", "sigmoid", "relu6"],
+    },
+    "markdown_table": "| the checker's table |",
+    "rows": rows,
+    "tests": {"mean_shift": commutation.mean_shift_tests(rows)},
+  }
+
+
+def test_section_text_on_hand_made_results() -> None:
+  """The whole section, each number checked by hand.
+
+  z-tests: relu 0.1 both orders 0 ± 0 (p = 1); relu 0.5 pre z = 5, post z = 0.02; exponential
+  pre z = 80, post z = 0.5; sigmoid pre z = 4 (p = 6.3e-5), post z = 3 (p = 0.0027). Holm over
+  m = 8: the three pre cells, then sigmoid post at 5 x 0.0027 = 0.0135 < 0.05, are rejected.
+  The claims' 4 statements have a Bonferroni level of 4 x 0.0027 = 0.011; 8 cells, 0.022.
+  """
+  text = commutation.section(hand_made_results(), ["k.png", "g.png"])
+  assert text == "\n".join(
+    [
+      "## 1. The commutation table",
+      "",
+      "The checker's verdicts for every activation in the registry (every rate in (0, 1)), with",
+      "a certified counterexample where the orders differ, and whether the two orders agree bit",
+      "for bit in float32 under `jit` on this machine.",
+      "",
+      "| the checker's table |",
+      "",
+      "![A kept unit: f(x/q) against f(x)/q](k.png)",
+      "",
+      "### The train-versus-eval gap of each order, x ~ N(0, 1)",
+      "",
+      "Mean shift `E_train - E_eval` and variance ratio `Var_train / Var_eval` of the unit's",
+      "output, by Monte Carlo (256 inputs x 64 masks; `±` one standard error) and exactly",
+      "(quadrature, in brackets). Post-activation dropout never shifts the mean.",
+      "",
+      "| activation | rate | mean shift, pre | mean shift, post | var ratio, pre"
+      " | var ratio, post |",
+      "|---|---|---|---|---|---|",
+      "| relu | 0.1 | 0 ± 0 [0] | 0 ± 0 [0] | 1.5 [1.5] | 1.5 [1.5] |",
+      "| relu | 0.5 | 1.0e-04 ± 2.0e-05 [0] | -2.0e-05 ± 0.001 [0] | 2 [2] | 2.5 [2.5] |",
+      "| exponential | 0.5 | 0.8 ± 0.01 [0.791] | 0.001 ± 0.002 [0] | inf [12.3] | nan [3] |",
+      "| sigmoid | 0.5 | -4.0e-04 ± 1.0e-04 [-3.0e-04] | 3.0e-04 ± 1.0e-04 [0] | 0.25 [0.251]"
+      " | 4 [4] |",
+      "",
+      "![Gaps per order](g.png)",
+      "",
+      "**Is a measured mean shift distinguishable from 0?** A two-sided z-test per (activation,"
+      " rate, order), mean shift over its standard error, Holm over the family of all m = 8 at"
+      " family-wise level 0.05: rejected for 3 of 4 pre-activation cells and 1 of 4"
+      " post-activation ones (post's exact shift is 0). The claims call a shift within 3 standard"
+      ' errors of 0 "within noise of 0": a z-test at level 0.0027 per statement; they make 4 such'
+      " statements (exponential and sigmoid, both orders, at rate 0.5), a family-wise level of at"
+      " most 0.011 (Bonferroni); over all 8 cells the same rule would have at most 0.022.",
+      "",
+    ]
+  )
+
+
+def test_noise_text_caps_the_family_wise_levels_at_1() -> None:
+  results = hand_made_results()
+  labels = [f"cell {k}, pre" for k in range(400)]
+  results["tests"]["mean_shift"] = stats.family(labels, [0.5] * 400, hypothesis="mean shift 0")
+  text = commutation._noise_text(results)
+  assert "rejected for 0 of 400 pre-activation cells and 0 of 0 post-activation ones" in text
+  assert "over all 400 cells the same rule would have at most 1." in text
+  assert "a family-wise level of at most 0.011 (Bonferroni)" in text
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf bar
+def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> None:
+  """The figures' data, not their looks: each curve and bar is the order its label names."""
+  import matplotlib.figure
+
+  saved = []
+  original = matplotlib.figure.Figure.savefig
+
+  def keep(fig, path, **kwargs):
+    saved.append((fig, path))
+    return original(fig, path, **kwargs)
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+  results = hand_made_results()
+  assert commutation.figures(results, tmp_path) == ["kept_unit.png", "gaps.png"]
+  assert [p for _, p in saved] == [tmp_path / "kept_unit.png", tmp_path / "gaps.png"]
+  assert all((tmp_path / name).stat().st_size > 0 for name in ("kept_unit.png", "gaps.png"))
+  (kept, _), (gaps, _) = saved
+  t = np.linspace(-4, 4, 801, dtype=np.float32)
+  axes = kept.axes
+  assert [ax.get_title() for ax in axes] == results["config"]["plotted"]
+  for ax, name in zip(axes, results["config"]["plotted"], strict=True):
+    f = activations.get(name)
+    post, pre, zero = ax.get_lines()
+    assert post.get_label().endswith("(post)") and pre.get_label().endswith("(pre)")
+    np.testing.assert_array_equal(post.get_xdata(), t)
+    np.testing.assert_allclose(post.get_ydata(), np.asarray(f(jnp.asarray(t))) / Q, rtol=1e-6)
+    np.testing.assert_allclose(pre.get_ydata(), np.asarray(f(jnp.asarray(t / Q))), rtol=1e-6)
+    assert list(zero.get_ydata()) == [0, 0]
+  assert "q = 1/2" in kept._suptitle.get_text()
+  shift_ax, ratio_ax = gaps.axes
+  assert "rate 0.5" in shift_ax.get_title() and "rate 0.5" in ratio_ax.get_title()
+  assert shift_ax.get_title().startswith("mean shift") and ratio_ax.get_title().startswith("var")
+  measured = [r for r in results["rows"] if r["gaps"]]
+  for ax, key in ((shift_ax, "mean_shift"), (ratio_ax, "var_ratio")):
+    assert [label.get_text() for label in ax.get_yticklabels()] == [
+      r["activation"] for r in measured
+    ]
+    bars = {c.get_label(): [p.get_width() for p in c.patches] for c in ax.containers}
+    for order in ("pre", "post"):
+      np.testing.assert_array_equal(bars[order], [r["gaps"]["0.5"][order][key] for r in measured])
+  (one_over_q,) = [line for line in ratio_ax.get_lines() if line.get_label() == "1/q"]
+  assert list(one_over_q.get_xdata()) == [2.0, 2.0]
+  assert ratio_ax.get_xscale() == "log" and shift_ax.get_xscale() == "linear"

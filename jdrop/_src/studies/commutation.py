@@ -77,8 +77,11 @@ def _shifts_mc(
   """Train-vs-eval statistics over x and masks, per activation, from ``compare_orders``.
 
   Over the inputs, ``E_train - E_eval`` is the mean of the paired differences
-  ``E_mask[order](x) - f(x)`` (its standard error includes the mask noise), and
-  ``Var_train = E_x[Var_mask] + Var_x[E_mask]`` (the law of total variance).
+  ``mean_mask[order](x) - f(x)``, and ``Var_train = E_x[Var_mask] + Var_x[E_mask]`` (the law
+  of total variance). The masks are independent across inputs, so the paired differences are
+  independent, and their sample variance already holds both sources of noise, the inputs'
+  ``Var_x(E_mask - f)`` and the masks' ``E_x[Var_mask] / num_masks``: the standard error is
+  ``sqrt(var(paired) / num_inputs)`` (adding the mask term again would count it twice).
   """
   from jdrop._src import montecarlo
 
@@ -92,7 +95,7 @@ def _shifts_mc(
       m = getattr(out, order)
       mean, var = np.asarray(m.mean[k], np.float64), np.asarray(m.var[k], np.float64)
       paired = mean - ref
-      stderr = math.sqrt((paired.var() + var.mean() / num_masks) / x.size)
+      stderr = math.sqrt(paired.var(ddof=1) / x.size)
       train_var = float(var.mean() + mean.var())
       result[order] = {
         "mean_shift": float(paired.mean()),

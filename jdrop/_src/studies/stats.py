@@ -228,6 +228,14 @@ def adjust(rows: list[dict], differences: list[ArrayLike], *, alpha: float = ALP
   ``1 - alpha``.
   """
   m = len(rows)
+  if m != len(differences):
+    raise errors.value_error(
+      f"{_FN}.adjust",
+      "rows, differences",
+      "must have one row per array of differences",
+      (m, len(differences)),
+      "Pass the rows of stats.paired(d) for each d, in order.",
+    )
   for key in ("p_t", "p_sign_flip"):
     for row, value in zip(rows, holm([row[key] for row in rows]), strict=True):
       row[f"{key}_holm"] = float(value)
