@@ -1,6 +1,9 @@
 """Suite-wide setup."""
 
+import os
 import signal
+
+import pytest
 
 # A shell starts a background job (`nohup pytest ... &`, a CI step run in the background) with
 # SIGINT ignored, and jdrop keeps a signal that was ignored when it started ignored, by
@@ -8,3 +11,31 @@ import signal
 # starts) Python's own SIGINT handler back. A test of the ignored case ignores it itself.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
   signal.signal(signal.SIGINT, signal.default_int_handler)
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+  # Mutation testing (experiments/mutation.sh): mutmut's stats phase maps each mutated function
+  # to the tests that call it, collecting the calls made between two tests' teardowns. A
+  # module- or session-scoped fixture runs inside the first test that asks for it, so what it
+  # calls would be mapped to that test alone, and a mutant there would never meet the other
+  # tests that read the fixture's value (a false survivor). Here every test is also given the
+  # functions its fixtures called when they were set up.
+  from mutmut.state import state as _mutmut_state
+
+  _calls_by_fixture: dict[int, set[str]] = {}
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_fixture_setup(fixturedef, request):
+    outer = _mutmut_state()._stats
+    _mutmut_state()._stats = set()
+    try:
+      yield
+    finally:
+      calls = _mutmut_state()._stats
+      _calls_by_fixture.setdefault(id(fixturedef), set()).update(calls)
+      _mutmut_state()._stats = outer | calls
+
+  @pytest.hookimpl(tryfirst=True)
+  def pytest_runtest_teardown(item, nextitem):
+    for fixturedefs in item._fixtureinfo.name2fixturedefs.values():
+      for fixturedef in fixturedefs:
+        _mutmut_state()._stats.update(_calls_by_fixture.get(id(fixturedef), ()))

@@ -42,6 +42,7 @@ cat >> pyproject.toml <<TOML
 [tool.mutmut]
 source_paths = ["jdrop"]
 only_mutate = [$mutate]
+also_copy = ["conftest.py"]  # its hooks map fixtures' calls to every test that uses them
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:xdist", "--no-header"]
 pytest_add_cli_args_test_selection = [$tests]
 # Each mutant's tests run in a grandchild of a fork server. Forking from a process whose XLA

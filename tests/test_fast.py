@@ -397,3 +397,12 @@ def test_a_traced_invalid_rate_keeps_nothing_or_everything(fast):
   draw = jax.jit(lambda rate: jdrop.keep_mask(jax.random.key(3), (4096,), rate=rate, fast=fast))
   for rate, kept in ((1.5, 0), (float("nan"), 0), (-0.5, 4096), (1.0, 0), (0.0, 4096)):
     assert int(draw(jnp.float32(rate)).sum()) == kept, rate
+
+
+def test_a_traced_nan_rate_keeps_nothing_even_where_a_uniform_is_0():
+  # The exact generator keeps an element when its 23-bit uniform is below ceil(keep * 2**23).
+  # Key 4 draws one uniform of 0 among 2**20 (found by search: keep = 2**-23 keeps exactly it),
+  # so a NaN whose threshold were 1 rather than 0 would keep that element.
+  draw = jax.jit(lambda rate: jdrop.keep_mask(jax.random.key(4), (1 << 20,), rate=rate))
+  assert int(draw(jnp.float32(1 - 2**-23)).sum()) == 1
+  assert int(draw(jnp.float32("nan")).sum()) == 0
