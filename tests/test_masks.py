@@ -182,3 +182,151 @@ def test_compute_dtype_keeps_float64_and_widens_narrower_floats_to_float32(dtype
 def test_invalid_rate_of_a_traced_rate(rate, allow_one, invalid):
   got = jax.jit(lambda r: masks.invalid_rate(r, allow_one=allow_one))(rate)
   assert bool(got) is invalid
+
+
+_K = jax.random.key(0)
+_RATE_FIX = "Pass the probability of *dropping* a unit, e.g. rate=0.1."
+_SHAPE = "jdrop.keep_mask: `shape` must"
+_KEY = "jdrop.keep_mask: `key` must"
+_FAST = (
+  "jdrop.keep_mask: `fast` must be a Python bool (it chooses the mask generator when the function"
+  " is traced), got {}. Pass fast=True for the fast masks or fast=False for"
+  " jax.random.bernoulli's."
+)
+
+
+def _traced_rate(rate):
+  return jax.jit(lambda r: jdrop.keep_mask(_K, (4,), rate=r))(rate)
+
+
+@pytest.mark.parametrize(
+  ("call", "error", "text"),
+  [
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate=True),
+      TypeError,
+      "jdrop.keep_mask: `rate` must be a float drop probability, got True. Pass a number such as"
+      " rate=0.1.",
+    ),
+    (
+      lambda: _traced_rate(jnp.complex64(0.5)),
+      TypeError,
+      "jdrop.keep_mask: `rate` must be a real scalar, got a traced complex64[]. Pass a scalar"
+      " float.",
+    ),
+    (
+      lambda: _traced_rate(jnp.full(2, 0.5, jnp.float32)),
+      TypeError,
+      "jdrop.keep_mask: `rate` must be a real scalar, got a traced float32[2]. Pass a scalar"
+      " float.",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate="0.5"),
+      TypeError,
+      "jdrop.keep_mask: `rate` must be a real scalar drop probability, got '0.5'. Pass a number"
+      " such as rate=0.1.",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate=[0.1, 0.2]),
+      TypeError,
+      "jdrop.keep_mask: `rate` must be a real scalar drop probability, got [0.1, 0.2]. Pass a"
+      " number such as rate=0.1.",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate=1.5),
+      ValueError,
+      f"jdrop.keep_mask: `rate` must be a drop probability in [0, 1], got 1.5. {_RATE_FIX}",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate=float("nan")),
+      ValueError,
+      f"jdrop.keep_mask: `rate` must be a drop probability in [0, 1], got nan. {_RATE_FIX}",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (4,), rate=-0.1),
+      ValueError,
+      f"jdrop.keep_mask: `rate` must be a drop probability in [0, 1], got -0.1. {_RATE_FIX}",
+    ),
+    (
+      lambda: masks.check_rate("f", 1.0, allow_one=False),
+      ValueError,
+      "f: `rate` must be a drop probability in [0, 1), got 1.0. Rate 1 gives this noise infinite"
+      " variance; use a rate below 1.",
+    ),
+    (
+      lambda: masks.check_rate("f", 1.5, allow_one=False),
+      ValueError,
+      f"f: `rate` must be a drop probability in [0, 1), got 1.5. {_RATE_FIX}",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, "ab", rate=0.5),
+      TypeError,
+      f"{_SHAPE} be a tuple of non-negative ints, got 'ab'. Pass for example shape=(32, 128).",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, 2.5, rate=0.5),
+      TypeError,
+      f"{_SHAPE} be a tuple of non-negative ints, got 2.5. Pass for example shape=(32, 128).",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (2, True), rate=0.5),
+      TypeError,
+      f"{_SHAPE} contain only ints, got (2, True). Pass integer sizes, for example"
+      " shape=(32, 128).",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (2, -1), rate=0.5),
+      ValueError,
+      f"{_SHAPE} not contain negative sizes, got (2, -1). Pass non-negative sizes, for example"
+      " shape=(32, 128).",
+    ),
+    (
+      lambda: jdrop.keep_mask(_K, (0, 2**31, 2**31), rate=0.5),
+      ValueError,
+      f"{_SHAPE} have at most 2**56 elements (what XLA can compile), got (0, 2147483648,"
+      " 2147483648). Draw the mask in smaller blocks, e.g. one per example with jax.vmap over"
+      " keys.",
+    ),
+    (
+      lambda: jdrop.keep_mask(jax.random.split(_K, 2), (4,), rate=0.5),
+      ValueError,
+      f"{_KEY} be a single PRNG key, got a batch of keys with shape (2,). To use one key per"
+      " example, map over the keys with jax.vmap.",
+    ),
+    (
+      lambda: jdrop.keep_mask(jnp.ones(2), (4,), rate=0.5),
+      TypeError,
+      f"{_KEY} be a PRNG key, got an array of dtype float32 and shape (2,). Create one with"
+      " jax.random.key(seed).",
+    ),
+    (
+      lambda: jdrop.keep_mask(np.ones(3, np.uint32), (4,), rate=0.5),
+      TypeError,
+      f"{_KEY} be a PRNG key (a raw key has shape (2,)), got a uint32 array of shape (3,)."
+      " Create one with jax.random.key(seed).",
+    ),
+    (
+      lambda: jdrop.keep_mask(np.ones((2, 2), np.uint32), (4,), rate=0.5),
+      ValueError,
+      f"{_KEY} be a single PRNG key, got a batch of raw keys with shape (2, 2). To use one key"
+      " per example, map over the keys with jax.vmap.",
+    ),
+    (
+      lambda: jdrop.keep_mask(3, (4,), rate=0.5),
+      TypeError,
+      f"{_KEY} be a PRNG key, got 3. Create one with jax.random.key(seed) and split it with"
+      " jax.random.split.",
+    ),
+    (lambda: jdrop.keep_mask(_K, (4,), rate=0.5, fast=1), TypeError, _FAST.format("1")),
+    (
+      lambda: jax.jit(lambda f: jdrop.keep_mask(_K, (4,), rate=0.5, fast=f))(True),
+      TypeError,
+      _FAST.format("a traced bool[]"),
+    ),
+  ],
+)
+def test_each_validation_message_whole(call, error, text):
+  """Every error of the mask's argument checks, word for word: function, argument, value, fix."""
+  with pytest.raises(error) as caught:
+    call()
+  assert str(caught.value) == text
