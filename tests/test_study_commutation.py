@@ -273,14 +273,36 @@ def test_section_text_on_hand_made_results() -> None:
   )
 
 
-def test_noise_text_caps_the_family_wise_levels_at_1() -> None:
+def test_noise_text_caps_the_family_wise_levels_at_1(monkeypatch) -> None:
   results = hand_made_results()
   labels = [f"cell {k}, pre" for k in range(400)]
   results["tests"]["mean_shift"] = stats.family(labels, [0.5] * 400, hypothesis="mean shift 0")
   text = commutation._noise_text(results)
   assert "rejected for 0 of 400 pre-activation cells and 0 of 0 post-activation ones" in text
-  assert "over all 400 cells the same rule would have at most 1." in text
+  assert text.endswith("over all 400 cells the same rule would have at most 1.")
   assert "a family-wise level of at most 0.011 (Bonferroni)" in text
+  # A looser noise rule (0.5 standard errors: level 0.62 per statement) caps the claims' 4 too.
+  monkeypatch.setattr(stats, "NOISE_Z", 0.5)
+  text = commutation._noise_text(results)
+  assert "within 0.5 standard errors of 0" in text and "a z-test at level 0.62 per" in text
+  assert "a family-wise level of at most 1 (Bonferroni)" in text
+
+
+def test_quadrature_of_an_activation_with_a_kink_that_is_not_piecewise_linear() -> None:
+  """elu's second derivative jumps at 0, so the quadrature must cut there (as for every
+  activation that is not piecewise linear). Checked against closed forms for x ~ N(0, 1):
+  E elu(x) = 1/sqrt(2 pi) + e^(1/2) Phi(-1) - 1/2 and
+  E elu(x)^2 = 1/2 + e^2 Phi(-2) - 2 e^(1/2) Phi(-1) + 1/2; post-activation dropout keeps the
+  mean and has variance E[y^2]/q - (E y)^2.
+  """
+  out = commutation._shifts_exact(["elu"], (RATE,))
+  phi = scipy.stats.norm.cdf
+  mean = 1 / math.sqrt(2 * math.pi) + math.exp(0.5) * phi(-1) - 0.5
+  square = 0.5 + math.exp(2) * phi(-2) - 2 * math.exp(0.5) * phi(-1) + 0.5
+  post = out["values"]["elu"][str(RATE)]["post"]
+  assert post["mean_shift"] == pytest.approx(0.0, abs=1e-12)
+  assert post["var_ratio"] == pytest.approx((square / Q - mean**2) / (square - mean**2), rel=1e-9)
+  assert out["quadrature_error"] < 1e-9
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf bar

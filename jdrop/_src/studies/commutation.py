@@ -261,8 +261,6 @@ def figures(results: dict, out_dir: Path) -> list[str]:
 
 
 def _fmt(value: float) -> str:
-  if math.isnan(value) or math.isinf(value):
-    return str(value)
   return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 
