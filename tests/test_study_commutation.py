@@ -35,7 +35,10 @@ Z = scipy.stats.norm.ppf(1 - ALPHA / 2)
 def results() -> dict:
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(activations, "names", lambda: NAMES)
-    return commutation.run(CONFIG)
+    calls = []
+    out = commutation.run(CONFIG, progress=lambda *args: calls.append(args))
+  out["progress calls"] = calls  # for the test of the progress reports
+  return out
 
 
 def gap(results: dict, name: str) -> dict:
@@ -59,6 +62,50 @@ def test_verdicts_and_summary(results: dict) -> None:
     "exponential": False,
   }
   assert "wrong for 1: tanh" in results["summary"]
+  # The table checks the orders in floating point too (float32 and bfloat16 under jit).
+  for row in results["rows"]:
+    assert [d["dtype"] for d in row["verdict"]["float_level"]["dtypes"]] == ["float32", "bfloat16"]
+  assert results["progress calls"] == [
+    (1, 3, "commutation: the checker's table"),
+    (2, 3, "commutation: Monte Carlo"),
+    (3, 3, "commutation: quadrature"),
+  ]
+
+
+def test_monte_carlo_statistics_recomputed_in_float64_from_the_same_draws(results: dict) -> None:
+  """The study's aggregation, recomputed here from the same masks (the study's keys): the
+  mean shift, its standard error sqrt(var(paired) / n) and the variance ratio by the law of
+  total variance, in float64, to rounding."""
+  x = jax.random.normal(jax.random.key(CONFIG.seed), (CONFIG.num_inputs,), jnp.float32)
+  key = jax.random.fold_in(jax.random.key(CONFIG.seed + 1), 0)
+  xs = jnp.broadcast_to(x, (len(NAMES), x.size))
+  f = lambda v: jnp.stack([activations.get(n)(v[k]) for k, n in enumerate(NAMES)])
+  out = montecarlo.compare_orders(key, f, xs, rate=RATE, num_masks=CONFIG.num_masks)
+  for k, name in enumerate(NAMES):
+    measured = gap(results, name)
+    ref = np.asarray(out.reference[k]).astype(np.float64)
+    assert measured["eval_mean"] == pytest.approx(ref.mean(), rel=1e-12)
+    assert measured["eval_var"] == pytest.approx(ref.var(), rel=1e-12)
+    for order in ("pre", "post"):
+      mean = np.asarray(getattr(out, order).mean[k]).astype(np.float64)
+      var = np.asarray(getattr(out, order).var[k]).astype(np.float64)
+      d = mean - ref
+      g = measured[order]
+      assert g["mean_shift"] == pytest.approx(d.mean(), rel=1e-12, abs=1e-15), (name, order)
+      n = x.size
+      stderr = math.sqrt(np.sum((d - d.mean()) ** 2) / (n - 1) / n)
+      assert g["mean_shift_stderr"] == pytest.approx(stderr, rel=1e-12, abs=1e-15), (name, order)
+      ratio = (var.mean() + mean.var()) / ref.var()
+      assert g["var_ratio"] == pytest.approx(ratio, rel=1e-12), (name, order)
+
+
+def test_a_constant_activation_has_no_variance_ratio(monkeypatch) -> None:
+  # Var_eval = 0: the ratio is undefined (NaN), not a division by zero.
+  monkeypatch.setattr(activations, "get", lambda name: lambda v: jnp.zeros_like(v) + 0.25)
+  x = jax.random.normal(jax.random.key(0), (16,), jnp.float32)
+  (out,) = commutation._shifts_mc(jax.random.key(1), ["constant"], x, 0.5, 8)
+  assert out["eval_var"] == 0.0
+  assert math.isnan(out["pre"]["var_ratio"]) and math.isnan(out["post"]["var_ratio"])
 
 
 def test_quadrature_equals_closed_forms_for_a_standard_normal(results: dict) -> None:
@@ -286,6 +333,25 @@ def test_noise_text_caps_the_family_wise_levels_at_1(monkeypatch) -> None:
   text = commutation._noise_text(results)
   assert "within 0.5 standard errors of 0" in text and "a z-test at level 0.62 per" in text
   assert "a family-wise level of at most 1 (Bonferroni)" in text
+
+
+def test_quadrature_cuts_pre_activation_at_the_scaled_kinks() -> None:
+  """hard_tanh = clip(x, -1, 1) has kinks at +-1; f(x/q), pre-activation's kept unit, at +-q.
+  For x ~ N(0, 1), E clip(x/c)^2 = ((2 Phi(c) - 1) - 2 c phi(c)) / c^2 + 2 (1 - Phi(c)); the
+  mean is 0 (odd), and pre's training variance is q E clip(x/q)^2 (a dropped unit gives 0)."""
+  phi, cdf = scipy.stats.norm.pdf, scipy.stats.norm.cdf
+
+  def second_moment(c: float) -> float:
+    return ((2 * cdf(c) - 1) - 2 * c * phi(c)) / c**2 + 2 * (1 - cdf(c))
+
+  for rate in (0.5, 0.3):
+    q = 1 - rate
+    out = commutation._shifts_exact(["hard_tanh"], (rate,))
+    pre = out["values"]["hard_tanh"][str(rate)]["pre"]
+    assert pre["mean_shift"] == pytest.approx(0.0, abs=1e-12)
+    assert pre["var_ratio"] == pytest.approx(q * second_moment(q) / second_moment(1.0), rel=1e-9)
+    # The two quadratures (96 and 72 nodes per piece) differ only by rounding: a nonzero error.
+    assert 0 < out["quadrature_error"] < 1e-9
 
 
 def test_quadrature_of_an_activation_with_a_kink_that_is_not_piecewise_linear() -> None:
