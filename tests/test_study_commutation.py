@@ -415,3 +415,16 @@ def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> 
   (one_over_q,) = [line for line in ratio_ax.get_lines() if line.get_label() == "1/q"]
   assert list(one_over_q.get_xdata()) == [2.0, 2.0]
   assert ratio_ax.get_xscale() == "log" and shift_ax.get_xscale() == "linear"
+
+
+def test_only_elementwise_activations_with_a_verdict_are_measured(monkeypatch) -> None:
+  """glu changes its input's shape (no verdict: no mask serves both orders) and softmax mixes
+  units: both stay in the checker's table, and neither gets a gap."""
+  monkeypatch.setattr(activations, "names", lambda: ("relu", "softmax", "glu"))
+  tiny = commutation.Config(rates=(RATE,), num_inputs=16, num_masks=4)
+  out = commutation.run(tiny)
+  rows = {r["activation"]: r for r in out["rows"]}
+  assert list(rows) == ["relu", "softmax", "glu"]
+  assert rows["glu"]["verdict"] is None and rows["softmax"]["verdict"] is not None
+  assert [name for name, r in rows.items() if r["gaps"]] == ["relu"]
+  assert out["tests"]["mean_shift"]["m"] == 2  # relu's two orders at one rate
