@@ -423,3 +423,20 @@ def test_answer_and_claims_match_the_reviewed_text():
   if text != expected:
     diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), "reviewed", "now")
     pytest.fail("the report's text changed:\n" + "\n".join(list(diff)[:80]))
+
+
+@pytest.mark.parametrize(
+  ("models", "text"),
+  [
+    ((), "an MLP"),  # results without task_configs (a training study from before them)
+    (("mlp", "mlp"), "an MLP"),
+    (("cnn",), "a CNN"),
+    (("cnn", "mlp"), "an MLP and a CNN"),
+    (("transformer", "cnn", "mlp", "mlp"), "an MLP, a CNN and a Transformer"),
+  ],
+)
+def test_training_answer_names_the_models_the_tasks_train(models, text):
+  training = {"task_configs": {f"task{k}": {"model": m} for k, m in enumerate(models)}}
+  if not models:
+    training = {}
+  assert report._models(training) == text
