@@ -333,6 +333,15 @@ def with_gaps(commutation: dict) -> dict:
   return out
 
 
+def trained_on_one(training: dict, variant: str, task: str) -> dict:
+  """``training`` as if ``task`` had not trained ``variant``."""
+  from jdrop._src.studies import training as study
+
+  summary = [r for r in training["summary"] if (r["variant"], r["task"]) != (variant, task)]
+  family = dict(training["family"], size=len(summary))
+  return dict(training, summary=summary, family=family, replication=study.replication(summary))
+
+
 def golden_cases() -> dict[str, dict]:
   """Study results that between them take every branch of ``answer`` and ``claims``."""
   ulps = with_gaps(COMMUTATION)
@@ -367,6 +376,12 @@ def golden_cases() -> dict[str, dict]:
       "commutation": with_gaps(COMMUTATION),
       "training": with_learning_rates(
         two_tasks(("sigmoid", 0.5, -0.02, -0.03), ("tanh", 0.3, 0.01, -0.01)), 0.001, 0.01
+      ),
+    },
+    "two tasks, tanh trained on one": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": trained_on_one(
+        two_tasks(("sigmoid", 0.5, -0.02, -0.03), ("tanh", 0.5, 0.02, 0.0)), "tanh", "mnist1d"
       ),
     },
     "two tasks, sigmoid pre better": {
