@@ -378,6 +378,12 @@ def golden_cases() -> dict[str, dict]:
         two_tasks(("sigmoid", 0.5, -0.02, -0.03), ("tanh", 0.3, 0.01, -0.01)), 0.001, 0.01
       ),
     },
+    "one task, two learning rates": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": with_learning_rates(
+        two_tasks(("sigmoid", 0.5, -0.02), ("tanh", 0.3, 0.01), tasks=("digits",)), 0.001, 0.01
+      ),
+    },
     "two tasks, tanh trained on one": {
       "commutation": with_gaps(COMMUTATION),
       "training": trained_on_one(
