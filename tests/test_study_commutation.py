@@ -395,12 +395,16 @@ def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> 
   for ax, name in zip(axes, results["config"]["plotted"], strict=True):
     f = activations.get(name)
     post, pre, zero = ax.get_lines()
-    assert post.get_label().endswith("(post)") and pre.get_label().endswith("(pre)")
+    assert post.get_label() == "D(f(x)) = f(x)/q  (post)"
+    assert pre.get_label() == "f(D(x)) = f(x/q)  (pre)"
     np.testing.assert_array_equal(post.get_xdata(), t)
+    np.testing.assert_array_equal(pre.get_xdata(), t)
     np.testing.assert_allclose(post.get_ydata(), np.asarray(f(jnp.asarray(t))) / Q, rtol=1e-6)
     np.testing.assert_allclose(pre.get_ydata(), np.asarray(f(jnp.asarray(t / Q))), rtol=1e-6)
     assert list(zero.get_ydata()) == [0, 0]
-  assert "q = 1/2" in kept._suptitle.get_text()
+  assert kept._suptitle.get_text() == (
+    "A kept unit at keep probability q = 1/2: the orders agree iff the curves coincide"
+  )
   shift_ax, ratio_ax = gaps.axes
   assert "rate 0.5" in shift_ax.get_title() and "rate 0.5" in ratio_ax.get_title()
   assert shift_ax.get_title().startswith("mean shift") and ratio_ax.get_title().startswith("var")
@@ -409,9 +413,14 @@ def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> 
     assert [label.get_text() for label in ax.get_yticklabels()] == [
       r["activation"] for r in measured
     ]
-    bars = {c.get_label(): [p.get_width() for p in c.patches] for c in ax.containers}
+    bars = {c.get_label(): c.patches for c in ax.containers}
     for order in ("pre", "post"):
-      np.testing.assert_array_equal(bars[order], [r["gaps"]["0.5"][order][key] for r in measured])
+      widths = [p.get_width() for p in bars[order]]
+      np.testing.assert_array_equal(widths, [r["gaps"]["0.5"][order][key] for r in measured])
+    # Each activation's two bars sit side by side on its row, pre above post, apart.
+    for k, (pre, post) in enumerate(zip(bars["pre"], bars["post"], strict=True)):
+      assert k - 0.5 <= pre.get_y() < pre.get_y() + pre.get_height() <= post.get_y() + 1e-9
+      assert post.get_y() + post.get_height() <= k + 0.5
   (one_over_q,) = [line for line in ratio_ax.get_lines() if line.get_label() == "1/q"]
   assert list(one_over_q.get_xdata()) == [2.0, 2.0]
   assert ratio_ax.get_xscale() == "log" and shift_ax.get_xscale() == "linear"
@@ -427,4 +436,9 @@ def test_only_elementwise_activations_with_a_verdict_are_measured(monkeypatch) -
   assert list(rows) == ["relu", "softmax", "glu"]
   assert rows["glu"]["verdict"] is None and rows["softmax"]["verdict"] is not None
   assert [name for name, r in rows.items() if r["gaps"]] == ["relu"]
+  assert rows["glu"]["gaps"] == rows["softmax"]["gaps"] == {}  # an empty mapping, as in JSON
+  # The checker's table is markdown, every row in it: the section embeds it as is.
+  table = out["markdown_table"].splitlines()
+  assert table[0].startswith("| activation | f(0) |") and table[1].startswith("|---|")
+  assert [line.split(" | ")[0] for line in table[2:5]] == ["| relu", "| softmax", "| glu"]
   assert out["tests"]["mean_shift"]["m"] == 2  # relu's two orders at one rate
