@@ -330,3 +330,23 @@ def test_each_validation_message_whole(call, error, text):
   with pytest.raises(error) as caught:
     call()
   assert str(caught.value) == text
+
+
+def test_the_size_limit_is_exact_and_counts_unit_dims_once():
+  # 2**56 elements are allowed, with any number of size-1 dims; one more is refused. Traced
+  # with eval_shape: nothing is allocated or compiled.
+  shape = (1, 1, 2**56)
+  draw = lambda k: jdrop.keep_mask(k, shape, rate=0.5)
+  assert jax.eval_shape(draw, _K).shape == shape
+  with pytest.raises(ValueError, match=r"must have at most 2\*\*56 elements"):
+    jdrop.keep_mask(_K, (1, 2**56 + 1), rate=0.5)
+
+
+def test_an_array_rate_keeps_its_dtype_under_x64():
+  # A float32 array rate is subtracted in float32, a Python rate in JAX's default float (float64
+  # under x64), as flax.linen.Dropout's Python float would be.
+  with jax.enable_x64(True):
+    assert masks.keep_probability(jnp.float32(0.1)).dtype == jnp.float32
+    assert masks.keep_probability(jnp.bfloat16(0.1)).dtype == jnp.float32
+    assert masks.keep_probability(0.1).dtype == jnp.float64
+    assert masks.keep_probability(np.float64(0.1)).dtype == jnp.float64
