@@ -888,3 +888,22 @@ def test_a_worker_threads_deferred_block_does_not_hold_the_main_threads_signal()
   finally:
     release.set()
     thread.join(30)
+
+
+def test_placing_raises_an_error_it_cannot_explain(tmp_path, monkeypatch):
+  # A refused rename (EACCES) where --out does not exist is neither "it disappeared" nor
+  # "something appeared there": it propagates, and the build stays where it was.
+  tmp, out = tmp_path / ".out.jdrop-build-1-x", tmp_path / "out"
+  tmp.mkdir()
+
+  rename = report._rename
+
+  def refuse(src, dst, flags):
+    if dst == out:
+      raise PermissionError(errno.EACCES, "Permission denied")
+    return rename(src, dst, flags)
+
+  monkeypatch.setattr(report, "_rename", refuse)
+  with pytest.raises(PermissionError):
+    report._place(tmp, out, None)
+  assert tmp.is_dir() and not out.exists()
