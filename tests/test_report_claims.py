@@ -461,3 +461,14 @@ def test_training_answer_names_the_models_the_tasks_train(models, text):
   if not models:
     training = {}
   assert report._models(training) == text
+
+
+def test_render_says_the_default_is_smaller_only_for_the_default():
+  results = golden_cases()["no training"]
+  full = report.render(results, {}, dict(META, configuration="full")).splitlines()[2]
+  assert full.endswith("; configuration: full._")
+  default = report.render(results, {}, META).splitlines()[2]
+  assert default.endswith(
+    "configuration: default (smaller than `--full`: fewer seeds and steps,"
+    " and some training tasks on fewer activations, as each section says)._"
+  )
