@@ -197,6 +197,7 @@ def test_the_reports_answer_on_this_run_names_relu_and_tanh(results: dict) -> No
 def test_mean_shift_family_recomputes_from_the_stored_gaps(results: dict) -> None:
   """Holm over every (activation, rate, order) z-test, from the stored shifts and errors."""
   family = results["tests"]["mean_shift"]
+  assert family["hypothesis"] == "the training-mode mean equals the eval-mode mean (mean shift 0)"
   cells = [
     (row["activation"], order, row["gaps"][str(RATE)][order])
     for row in results["rows"]
