@@ -907,3 +907,28 @@ def test_placing_raises_an_error_it_cannot_explain(tmp_path, monkeypatch):
   with pytest.raises(PermissionError):
     report._place(tmp, out, None)
   assert tmp.is_dir() and not out.exists()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_build_runs_each_study_at_its_size_and_reports_progress(fakes, tmp_path, full):
+  """What build passes to each study and writes, read back from the files: the configuration
+  (DEFAULT is 1, FULL is 2 in the fakes), progress over all studies in thousandths, results
+  as indented strict JSON, the metadata and each study's time."""
+  calls = []
+  out = tmp_path / "out"
+  report.build(
+    out, studies=("variance", "selu_depth"), full=full, progress=lambda *a: calls.append(a)
+  )
+  size = 2 if full else 1
+  for name in ("variance", "selu_depth"):
+    text = (out / "results" / f"{name}.json").read_text()
+    assert text == json.dumps({"config": {"size": size}, "value": 1.5}, indent=1)
+  # Each fake study reports (1, 1, name) once: study i is then at (i + 1) thousandths of 2000.
+  assert calls == [(1000, 2000, "variance"), (2000, 2000, "selu_depth")]
+  meta_text = (out / "results" / "meta.json").read_text()
+  assert meta_text.startswith('{\n "command": ')
+  meta = json.loads(meta_text)
+  assert meta["configuration"] == ("full" if full else "default")
+  assert list(meta["seconds"]) == ["variance", "selu_depth"]
+  assert all(0 <= float(s) < 60 for s in meta["seconds"].values())
+  assert not hidden(tmp_path)  # the build folder is gone
