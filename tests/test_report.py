@@ -932,3 +932,37 @@ def test_build_runs_each_study_at_its_size_and_reports_progress(fakes, tmp_path,
   assert list(meta["seconds"]) == ["variance", "selu_depth"]
   assert all(0 <= float(s) < 60 for s in meta["seconds"].values())
   assert not hidden(tmp_path)  # the build folder is gone
+
+
+def test_check_output_messages_whole(tmp_path, monkeypatch):
+  """Each refusal of --out, word for word: what is wrong with it and what to do instead."""
+
+  def refused(out, force=False):
+    with pytest.raises(report.ReportError) as caught:
+      report.check_output(out, force=force)
+    return str(caught.value)
+
+  assert refused(Path("..")) == (
+    "report: --out '..' is not the name of a folder of its own (it is the current folder, one"
+    " above it, or the root); pass e.g. --out jdrop-report"
+  )
+  (tmp_path / "inner").mkdir()
+  monkeypatch.chdir(tmp_path / "inner")
+  assert refused(tmp_path) == (
+    f"report: --out {tmp_path} contains the current folder, which cannot be replaced; pass the"
+    " name of a new folder, e.g. --out jdrop-report"
+  )
+  full = tmp_path / "full"
+  full.mkdir()
+  (full / "notes.txt").write_text("mine")
+  assert refused(full) == (
+    f"report: --out {full} is not empty; pass --force to replace an earlier report, or pick a"
+    " new directory"
+  )
+  assert refused(full, force=True) == (
+    f"report: --force replaces only an earlier jdrop report, and --out {full} has no readable"
+    " results/meta.json; move it or pick another --out"
+  )
+  new = tmp_path / "new"
+  monkeypatch.setattr(os, "access", lambda path, mode: False)  # a parent we may not write
+  assert refused(new) == f"report: cannot write to {new} (permission denied); pick another --out"
