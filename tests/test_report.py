@@ -42,10 +42,12 @@ def fake_study(name, *, fail=False, during=None):
     return {"config": {"size": config}, "value": 1.5}
 
   def figures(results, out_dir):
+    assert results["value"] == 1.5  # what run returned
     (out_dir / f"{name}.png").write_bytes(b"\x89PNG fake")
     return [f"{name}.png"]
 
   def section(results, figures):
+    assert results["value"] == 1.5
     return f"## {name}\n\n![{name}]({figures[0]})\n"
 
   def with_data(config, path):
@@ -966,3 +968,54 @@ def test_check_output_messages_whole(tmp_path, monkeypatch):
   new = tmp_path / "new"
   monkeypatch.setattr(os, "access", lambda path, mode: False)  # a parent we may not write
   assert refused(new) == f"report: cannot write to {new} (permission denied); pick another --out"
+
+
+def test_build_refusals_whole(fakes, tmp_path, monkeypatch):
+  """build's own refusals, word for word, before any study runs."""
+  out = tmp_path / "out"
+
+  def refused(**kwargs):
+    with pytest.raises(report.ReportError) as caught:
+      report.build(out, **kwargs)
+    return str(caught.value)
+
+  choose = ", ".join(report.STUDIES)
+  assert refused(studies=("variance", "nope", "x")) == (
+    f"report: unknown study 'nope', 'x'; choose from {choose}"
+  )
+  assert refused(studies=()) == f"report: unknown study (none given); choose from {choose}"
+  monkeypatch.setattr(report, "_importable", lambda module: module not in ("mnist1d", "optax"))
+  assert refused(studies=("variance",)) == (
+    "report: needs the report extra (missing: mnist1d, optax); install it with pip install"
+    ' "jdrop[report]"'
+  )
+  monkeypatch.undo()
+  monkeypatch.setattr(report, "_module", lambda name: fakes[name])
+  monkeypatch.setattr(report, "literature", types.SimpleNamespace(section=lambda results: ""))
+
+  def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+  monkeypatch.setattr(report.tempfile, "mkdtemp", refuse)
+  assert refused(studies=("variance",)) == (
+    f"report: cannot create a folder beside --out {out} (Permission denied); pick another --out"
+  )
+  assert not out.exists()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_build_gives_the_training_study_the_data_at_its_size(fakes, tmp_path, monkeypatch, full):
+  seen = []
+  monkeypatch.setattr(
+    fakes["training"],
+    "with_data",
+    lambda config, path: seen.append((config, path)) or ("with data", config),
+  )
+  monkeypatch.setattr(report, "render", lambda results, sections, meta: "text")  # fake results
+  out = tmp_path / "out"
+  report.build(out, studies=("variance", "training"), full=full, data="data.npz")
+  size = 2 if full else 1
+  assert seen == [(size, "data.npz")]
+  training = json.loads((out / "results" / "training.json").read_text())
+  assert training["config"] == {"size": ["with data", size]}
+  assert json.loads((out / "results" / "variance.json").read_text())["config"] == {"size": size}
