@@ -394,6 +394,10 @@ def golden_cases() -> dict[str, dict]:
       "commutation": with_gaps(COMMUTATION),
       "training": two_tasks(("sigmoid", 0.5, -0.02, 0.0), ("sigmoid", 0.1, 0.0, -0.01)),
     },
+    "two tasks, sigmoid post better": {
+      "commutation": with_gaps(COMMUTATION),
+      "training": two_tasks(("sigmoid", 0.5, 0.02, 0.03), ("sigmoid", 0.3, 0.0, 0.01)),
+    },
     "two tasks, nothing significant": {
       "commutation": only_relu,
       "training": two_tasks(("sigmoid", 0.5, 0.0, 0.0), ("relu", 0.5, 0.0, 0.0)),
