@@ -76,7 +76,7 @@ def test_monte_carlo_statistics_recomputed_in_float64_from_the_same_draws(result
   """The study's aggregation, recomputed here from the same masks (the study's keys): the
   mean shift, its standard error sqrt(var(paired) / n) and the variance ratio by the law of
   total variance, in float64, to rounding."""
-  x = jax.random.normal(jax.random.key(CONFIG.seed), (CONFIG.num_inputs,), jnp.float32)
+  x = study_inputs()
   key = jax.random.fold_in(jax.random.key(CONFIG.seed + 1), 0)
   xs = jnp.broadcast_to(x, (len(NAMES), x.size))
   f = lambda v: jnp.stack([activations.get(n)(v[k]) for k, n in enumerate(NAMES)])
@@ -131,9 +131,14 @@ def test_quadrature_equals_closed_forms_for_a_standard_normal(results: dict) -> 
   assert results["quadrature_error"] < 1e-9
 
 
+def study_inputs() -> jax.Array:
+  """The x ~ N(0, 1) sample the study draws from its seed."""
+  return jax.random.normal(jax.random.key(CONFIG.seed), (CONFIG.num_inputs,), jnp.float32)
+
+
 def expected_gaps(name: str, rate: float) -> dict:
   """The Monte-Carlo gaps' expectation on the study's inputs, from the exact per-x moments."""
-  x = jax.random.normal(jax.random.key(CONFIG.seed), (CONFIG.num_inputs,), jnp.float32)
+  x = study_inputs()
   exact = montecarlo.exact_moments(name, x, rate=rate)
   fx = np.asarray(exact.reference, np.float64)
   out = {"eval_mean": fx.mean(), "eval_var": fx.var()}

@@ -552,7 +552,7 @@ def answer(results: dict) -> str:
     count = sum(len(rates) for rates in (*pre_better.values(), *post_better.values()))
     verdicts = _replicated(training)
     then = " then" if commutation else ""
-    lr = ", learning rate" if _several_lrs(paired) else ""
+    lr = _lr_label(paired)
     if verdicts is None:
       parts.append(
         f" Which order trains better is{then} an empirical, activation-specific question: on"
@@ -624,6 +624,12 @@ def _significant(paired: list[dict], side: Callable[[dict], bool]) -> dict[str, 
 def _several_lrs(rows: list[dict]) -> bool:
   """Whether the training rows come from a grid of learning rates."""
   return len({r.get("learning_rate") for r in rows}) > 1
+
+
+def _lr_label(rows: list[dict]) -> str:
+  """``", learning rate"`` where the rows hold several learning rates, for "(activation,
+  rate, learning rate) pairs"; else ``""``."""
+  return ", learning rate" if _several_lrs(rows) else ""
 
 
 def _rate(row: dict, several: bool) -> float | str:
@@ -734,8 +740,8 @@ def _training_answer(training: dict) -> str:
     f"In training ({_models(training)} on {data}, {len(training.get('seeds', []))} seeds per"
     " configuration),"
     f" corrected for testing {_family(training)}, the pre-minus-post difference in test error"
-    f" is significant for {len(found)} of {len(paired)} (activation, rate"
-    f"{', learning rate' if _several_lrs(paired) else ''}) pairs:"
+    f" is significant for {len(found)} of {len(paired)} (activation, rate{_lr_label(paired)})"
+    " pairs:"
     f" pre-activation dropout is better in {len(lower)}, post-activation dropout in"
     f" {len(found) - len(lower)}; so beyond the homogeneous activations the order is a"
     " hyperparameter whose effect is measurable but activation-specific"
