@@ -24,12 +24,21 @@ from jdrop._src import distributed
 from jdrop._src import montecarlo
 
 
+def announce_ready() -> None:
+  """Writes this process's id to ``$JDROP_TEST_READY`` atomically (a temporary file renamed into
+  place), so a test that sees the file never reads it half-written."""
+  ready = Path(os.environ["JDROP_TEST_READY"])
+  partial = ready.with_name(ready.name + ".partial")
+  partial.write_text(str(os.getpid()))
+  partial.rename(ready)
+
+
 def die(*args, **kwargs) -> None:
   os.kill(os.getpid(), signal.SIGKILL)
 
 
 def hang(*args, **kwargs) -> None:
-  Path(os.environ["JDROP_TEST_READY"]).write_text(str(os.getpid()))
+  announce_ready()
   time.sleep(60)
 
 

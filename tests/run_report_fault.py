@@ -19,10 +19,19 @@ from jdrop._src import cli
 from jdrop._src import report
 
 
+def announce_ready() -> None:
+  """Writes this process's id to ``$JDROP_TEST_READY`` atomically (a temporary file renamed into
+  place), so a test that sees the file never reads it half-written."""
+  ready = Path(os.environ["JDROP_TEST_READY"])
+  partial = ready.with_name(ready.name + ".partial")
+  partial.write_text(str(os.getpid()))
+  partial.rename(ready)
+
+
 def study(name: str, wait: bool) -> types.SimpleNamespace:
   def run(config, *, progress=None):
     if wait:
-      Path(os.environ["JDROP_TEST_READY"]).write_text(str(os.getpid()))
+      announce_ready()
       time.sleep(60)
     return {"config": {}, "value": 1.0}
 
