@@ -24,7 +24,8 @@ case $group in
   dropout)
     mutate='"jdrop/_src/dropout.py"'
     tests='"tests/test_contract.py", "tests/test_order.py", "tests/test_fast.py",'
-    tests+=' "tests/test_narrow_floats_and_limits.py", "tests/test_statistics.py"' ;;
+    tests+=' "tests/test_narrow_floats_and_limits.py", "tests/test_statistics.py",'
+    tests+=' "tests/test_regressions.py"' ;;
   report)
     mutate='"jdrop/_src/report.py"'
     tests='"tests/test_report_claims.py", "tests/test_report.py"' ;;

@@ -861,3 +861,98 @@ def test_apply_mask_names_a_mask_that_is_not_an_array(mask):
       "jdrop.apply_mask: `mask` must be a boolean array, got 'keep'. Draw one with jdrop.keep_mask."
     )
   assert str(exc.value).startswith("jdrop.apply_mask: `mask` must be a boolean array, got ")
+
+
+_TRACED_DETERMINISTIC = lambda: jax.jit(lambda d: jdrop.dropout(KEY, X, rate=0.5, deterministic=d))(
+  jnp.ones(2, bool)
+)
+
+
+@pytest.mark.parametrize(
+  ("call", "error", "text"),
+  [
+    (
+      lambda: jdrop.dropout(KEY, {"a": 1}, rate=0.5),
+      TypeError,
+      "jdrop.dropout: `x` must be an array of floats that this JAX backend supports, got "
+      "{'a': 1}. Pass a jax or numpy array, e.g. of float32.",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, jnp.arange(3), rate=0.5),
+      TypeError,
+      "jdrop.dropout: `x` must have a floating-point dtype, got an array of dtype int32. "
+      "Convert it first, e.g. x.astype(jnp.float32).",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, jnp.ones(3, jnp.float8_e8m0fnu), rate=0.5),
+      TypeError,
+      "jdrop.dropout: `x` must have a floating-point dtype that can hold 0 (a dropped unit), "
+      "got an array of dtype float8_e8m0fnu. Convert it first, e.g. x.astype(jnp.float32).",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, X, rate=0.5, broadcast_dims="a"),
+      TypeError,
+      "jdrop.dropout: `broadcast_dims` must be a sequence of ints, got 'a'. Pass the axes that "
+      "share one mask, e.g. broadcast_dims=(0,).",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, jnp.float32(1), rate=0.5, broadcast_dims=(0,)),
+      ValueError,
+      "jdrop.dropout: `broadcast_dims` must be empty for a scalar x, got (0,). A scalar has no "
+      "axes to share a mask along; pass broadcast_dims=().",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, X, rate=0.5, broadcast_dims=(2,)),
+      ValueError,
+      "jdrop.dropout: `broadcast_dims` must hold axes of x, which has 2 dimensions, got (2,). "
+      "Use axes in [-2, 2).",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, X, rate=0.5, broadcast_dims=(0, -2)),
+      ValueError,
+      "jdrop.dropout: `broadcast_dims` must not repeat an axis, got (0, -2). List each axis once.",
+    ),
+    (
+      _TRACED_DETERMINISTIC,
+      TypeError,
+      "jdrop.dropout: `deterministic` must be a bool scalar, got a traced bool[2]. Pass True or "
+      "False.",
+    ),
+    (
+      lambda: jdrop.dropout(KEY, X, rate=0.5, deterministic="yes"),
+      TypeError,
+      "jdrop.dropout: `deterministic` must be a bool, got 'yes'. Pass True (no dropout, eval "
+      "mode) or False (training).",
+    ),
+    (
+      lambda: jdrop.apply_mask(X, jnp.ones((2, 3), jnp.int32), rate=0.5),
+      TypeError,
+      "jdrop.apply_mask: `mask` must be a boolean array, got dtype int32. Draw one with "
+      "jdrop.keep_mask or convert with mask.astype(bool).",
+    ),
+    (
+      lambda: jdrop.apply_mask(X, jnp.ones((3, 2), bool), rate=0.5),
+      ValueError,
+      "jdrop.apply_mask: `mask` must broadcast to the shape of x (2, 3), got shape (3, 2). Draw "
+      "the mask with the shape of x (or 1 along shared axes).",
+    ),
+    (
+      lambda: jdrop.drop_path(KEY, jnp.float32(1), rate=0.5),
+      ValueError,
+      "jdrop.drop_path: `x` must have a batch axis (at least 1 dimension), got a scalar. Pass an "
+      "array of shape (batch, ...).",
+    ),
+    (
+      lambda: jdrop.gaussian_dropout(KEY, X, rate=1.0),
+      ValueError,
+      "jdrop.gaussian_dropout: `rate` must be a drop probability in [0, 1), got 1.0. Rate 1 "
+      "gives this noise infinite variance; use a rate below 1.",
+    ),
+  ],
+)
+def test_each_dropout_error_message_whole(call, error, text):
+  """Every argument check of the dropout functions, word for word: function, argument, value,
+  fix (a mutated word or a dropped part of any of them fails here)."""
+  with pytest.raises(error) as caught:
+    call()
+  assert str(caught.value) == text

@@ -747,7 +747,9 @@ def test_mc_unreachable_coordinator_fails_within_the_timeout(capsys):
   argv += [f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "1", "--timeout", "0.5"]
   start = time.monotonic()
   assert run_cli(argv) == 1
-  assert time.monotonic() - start < 5
+  # Far below JAX's own 300 s: the 0.5 s wait plus a supervised child that imports JAX (2-6 s
+  # on a loaded 2-core machine; 5 s was once exceeded there).
+  assert time.monotonic() - start < 12
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
   assert f"could not reach the coordinator at 127.0.0.1:{port} within 0.5 s" in err
