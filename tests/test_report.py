@@ -1019,3 +1019,12 @@ def test_build_gives_the_training_study_the_data_at_its_size(fakes, tmp_path, mo
   training = json.loads((out / "results" / "training.json").read_text())
   assert training["config"] == {"size": ["with data", size]}
   assert json.loads((out / "results" / "variance.json").read_text())["config"] == {"size": size}
+  assert json.loads((out / "results" / "meta.json").read_text())["data"] == "data.npz"
+
+
+def test_build_runs_the_default_configuration_unless_asked(fakes, tmp_path):
+  out = tmp_path / "out"
+  assert report.build(out, studies=("variance",)) == out / "REPORT.md"
+  assert json.loads((out / "results" / "variance.json").read_text())["config"] == {"size": 1}
+  meta = json.loads((out / "results" / "meta.json").read_text())
+  assert meta["configuration"] == "default"

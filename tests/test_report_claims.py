@@ -206,6 +206,27 @@ def test_answer_counts_the_checkers_verdicts():
   )
 
 
+def test_answer_joins_the_proved_and_names_three_that_differ():
+  # Two proved (joined with ", ") and four zero-keeping that differ, of which three are named.
+  rows = [
+    {"activation": name, "verdict": verdict(status, zero)}
+    for name, status, zero in [
+      ("relu", "proved", True),
+      ("leaky_relu", "proved", True),
+      ("tanh", "refuted", True),
+      ("gelu", "refuted", True),
+      ("elu", "refuted", True),
+      ("softsign", "refuted", True),
+      ("sigmoid", "refuted", False),
+    ]
+  ]
+  text = report.answer({"commutation": {"rows": rows}})
+  assert "of the 7 activations checked" in text
+  assert "every mask and every rate for 2 (relu, leaky_relu)." in text
+  assert "4 of the 6 activations with f(0) = 0 still differ" in text
+  assert "certified counterexample, e.g. tanh, gelu, elu)." in text
+
+
 def test_answer_advises_tuning_only_where_f0_is_not_0_and_pre_trained_better():
   flipped = training(paired("sigmoid", 0.3, -0.04, -0.01), paired("tanh", 0.5, -0.05, -0.02))
   text = report.answer({"commutation": COMMUTATION, "training": flipped})
