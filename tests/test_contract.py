@@ -956,3 +956,22 @@ def test_each_dropout_error_message_whole(call, error, text):
   with pytest.raises(error) as caught:
     call()
   assert str(caught.value) == text
+
+
+@pytest.mark.parametrize("rate", [1.5, -0.1, float("nan")])
+def test_apply_mask_with_a_traced_invalid_rate_is_all_nan(rate):
+  # A traced rate cannot raise: an invalid one poisons the whole output, as in dropout.
+  mask = jnp.array([[True, False, True], [False, True, True]])
+  run = jax.jit(lambda r: jdrop.apply_mask(X, mask, rate=r))
+  assert bool(jnp.isnan(run(jnp.float32(rate))).all())
+  np.testing.assert_array_equal(run(jnp.float32(0.5)), jnp.where(mask, 2.0, 0.0))
+
+
+def test_the_key_of_a_call_that_draws_nothing_is_a_valid_key():
+  # Flax-style modules pass it where needs_key is False (deterministic, rate 0 or 1).
+  from jdrop._src import dropout as dropout_src
+
+  key = dropout_src.unused_key()
+  assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+  assert not dropout_src.needs_key("f", 0.0, False)
+  assert_identical(jdrop.dropout(key, X, rate=0.0), X)
