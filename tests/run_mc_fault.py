@@ -16,21 +16,13 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
+
+from process_util import announce_ready
 
 from jdrop._src import cli
 from jdrop._src import cli_mc
 from jdrop._src import distributed
 from jdrop._src import montecarlo
-
-
-def announce_ready() -> None:
-  """Writes this process's id to ``$JDROP_TEST_READY`` atomically (a temporary file renamed into
-  place), so a test that sees the file never reads it half-written."""
-  ready = Path(os.environ["JDROP_TEST_READY"])
-  partial = ready.with_name(ready.name + ".partial")
-  partial.write_text(str(os.getpid()))
-  partial.rename(ready)
 
 
 def die(*args, **kwargs) -> None:

@@ -9,23 +9,14 @@ MODE ``wait``: the first study writes this process's id to the file named by
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import types
-from pathlib import Path
+
+from process_util import announce_ready
 
 from jdrop._src import cli
 from jdrop._src import report
-
-
-def announce_ready() -> None:
-  """Writes this process's id to ``$JDROP_TEST_READY`` atomically (a temporary file renamed into
-  place), so a test that sees the file never reads it half-written."""
-  ready = Path(os.environ["JDROP_TEST_READY"])
-  partial = ready.with_name(ready.name + ".partial")
-  partial.write_text(str(os.getpid()))
-  partial.rename(ready)
 
 
 def study(name: str, wait: bool) -> types.SimpleNamespace:
