@@ -233,6 +233,13 @@ def test_answer_advises_tuning_only_where_f0_is_not_0_and_pre_trained_better():
   assert "pre-activation dropout is better for sigmoid (rate 0.3), tanh (rate 0.5)" in text
   assert "post-activation dropout for none" in text
   assert "for activations with f(0) != 0 (sigmoid here)" in text  # not tanh: tanh(0) = 0
+  both = training(
+    paired("sigmoid", 0.3, -0.04, -0.01),
+    paired("exponential", 0.1, -0.03, -0.01),
+    paired("tanh", 0.5, -0.05, -0.02),
+  )
+  text = report.answer({"commutation": COMMUTATION, "training": both})
+  assert "for activations with f(0) != 0 (sigmoid, exponential here)" in text
 
 
 def test_answer_without_training_recommends_post():

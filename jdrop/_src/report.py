@@ -562,7 +562,7 @@ def answer(results: dict) -> str:
         f" dropout is better for {_listing(pre_better)} and post-activation dropout for"
         f" {_listing(post_better)}; elsewhere no difference was detected."
       )
-      replicated = pre_better
+      replicated = list(pre_better)
     else:
       parts.append(
         f" Which order trains better is{then} an empirical, activation-specific question. On"
@@ -581,11 +581,11 @@ def answer(results: dict) -> str:
       else:
         nowhere = _verdict_listing(verdicts, "nowhere")
         parts.append(f" The order mattered on no task for any of them ({nowhere}).")
-      replicated = {
-        a: [r for r, side in cells if side == "pre"]
+      replicated = [
+        a
         for a, (verdict, cells) in verdicts.items()
         if verdict == "everywhere" and any(side == "pre" for _, side in cells)
-      }
+      ]
     shifted = [a for a in replicated if zero_keeping.get(a) is False and a not in post_better]
     default = (
       " As a default, put dropout after the activation (dense -> activation -> dropout):"
