@@ -27,12 +27,27 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
   # Mutation testing (experiments/mutation.sh): mutmut's stats phase maps each mutated function
-  # to the tests that call it, collecting the calls made between two tests' teardowns. A
-  # module- or session-scoped fixture runs inside the first test that asks for it, so what it
-  # calls would be mapped to that test alone, and a mutant there would never meet the other
-  # tests that read the fixture's value (a false survivor). Here every test is also given the
-  # functions its fixtures called when they were set up.
+  # to the tests that call it, collecting the calls made between two tests' teardowns. Two
+  # kinds of call would be seen by the first test only, and a mutant there would never meet
+  # the later tests (a false survivor):
+  # - a module- or session-scoped fixture runs inside the first test that asks for it. Here
+  #   every test is also given the functions its fixtures called when they were set up;
+  # - a function called while JAX traces (the body of a jitted function) or behind a
+  #   functools cache runs again only on a cache miss. Here every test starts with JAX's and
+  #   jdrop's caches empty, so it traces what it uses.
+  import sys
+
+  import jax
   from mutmut.state import state as _mutmut_state
+
+  @pytest.hookimpl(tryfirst=True)
+  def pytest_runtest_setup(item):
+    jax.clear_caches()
+    for name, module in list(sys.modules.items()):
+      if name == "jdrop" or name.startswith("jdrop."):
+        for value in list(vars(module).values()):
+          if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
 
   _calls_by_fixture: dict[int, set[str]] = {}
 
