@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import jdrop
+import jdrop.flax
 from jdrop.testing import float_arrays
 from jdrop.testing import keys
 from jdrop.testing import rates
@@ -975,3 +976,22 @@ def test_the_key_of_a_call_that_draws_nothing_is_a_valid_key():
   assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
   assert not dropout_src.needs_key("f", 0.0, False)
   assert_identical(jdrop.dropout(key, X, rate=0.0), X)
+
+
+def test_under_x64_each_dtype_is_scaled_in_its_own_precision():
+  # float32 in float32 (as flax.linen.Dropout: x / weak 0.9), float64 in float64;
+  # a float32 x scaled in float64 and rounded differs in about half of these values.
+  with jax.enable_x64(True):
+    x64 = jnp.asarray(np.random.default_rng(0).standard_normal(4096) * (1 + 1e-9))
+    x32 = x64.astype(jnp.float32)
+    mask = jdrop.keep_mask(KEY, x64.shape, rate=0.1)
+    assert mask.any() and not mask.all()
+    for x, scale in ((x32, x32 / jnp.float32(0.9)), (x64, x64 / 0.9)):
+      want = jnp.where(mask, scale, 0.0).astype(x.dtype)
+      assert_identical(jdrop.apply_mask(x, mask, rate=0.1), want)
+      assert_identical(jdrop.dropout(KEY, x, rate=0.1), want)
+    for x in (x32, x64):  # the modules too, against Flax's own under x64
+      ours = jdrop.flax.Dropout(0.1, deterministic=False).apply({}, x, rngs={"dropout": KEY})
+      assert_identical(
+        ours, nn.Dropout(0.1, deterministic=False).apply({}, x, rngs={"dropout": KEY})
+      )
