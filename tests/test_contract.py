@@ -995,3 +995,11 @@ def test_under_x64_each_dtype_is_scaled_in_its_own_precision():
       assert_identical(
         ours, nn.Dropout(0.1, deterministic=False).apply({}, x, rngs={"dropout": KEY})
       )
+
+
+def test_a_traced_integer_rate_is_a_rate():
+  # 0 and 1 are the integer rates; traced, they are checked as numbers, not refused.
+  run = jax.jit(lambda r: jdrop.dropout(KEY, X, rate=r))
+  assert_identical(run(jnp.int32(0)), X)
+  assert_identical(run(jnp.int32(1)), jnp.zeros_like(X))
+  assert bool(jnp.isnan(run(jnp.int32(2))).all())
