@@ -1003,3 +1003,15 @@ def test_a_traced_integer_rate_is_a_rate():
   assert_identical(run(jnp.int32(0)), X)
   assert_identical(run(jnp.int32(1)), jnp.zeros_like(X))
   assert bool(jnp.isnan(run(jnp.int32(2))).all())
+
+
+def test_concrete_integer_rates_and_a_rate_numpy_cannot_read():
+  for zero, one in ((0, 1), (np.int64(0), np.int64(1))):
+    assert_identical(jdrop.dropout(KEY, X, rate=zero), X)
+    assert_identical(jdrop.dropout(KEY, X, rate=one), jnp.zeros_like(X))
+  with pytest.raises(TypeError) as caught:  # np.asarray raises on a ragged list
+    jdrop.dropout(KEY, X, rate=[[0.1], [0.1, 0.2]])
+  assert str(caught.value) == (
+    "jdrop.dropout: `rate` must be a real scalar drop probability, got [[0.1], [0.1, 0.2]]. "
+    "Pass a number such as rate=0.1."
+  )
