@@ -1015,3 +1015,13 @@ def test_concrete_integer_rates_and_a_rate_numpy_cannot_read():
     "jdrop.dropout: `rate` must be a real scalar drop probability, got [[0.1], [0.1, 0.2]]. "
     "Pass a number such as rate=0.1."
   )
+
+
+def test_one_int_broadcast_dim_is_that_axis():
+  for dim in (0, np.int64(0), -2):
+    assert_identical(
+      jdrop.dropout(KEY, X, rate=0.5, broadcast_dims=dim),
+      jdrop.dropout(KEY, X, rate=0.5, broadcast_dims=(0,)),
+    )
+  with pytest.raises(TypeError, match="must be a sequence of ints, got True"):
+    jdrop.dropout(KEY, X, rate=0.5, broadcast_dims=True)
