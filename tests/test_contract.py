@@ -864,11 +864,6 @@ def test_apply_mask_names_a_mask_that_is_not_an_array(mask):
   assert str(exc.value).startswith("jdrop.apply_mask: `mask` must be a boolean array, got ")
 
 
-_TRACED_DETERMINISTIC = lambda: jax.jit(lambda d: jdrop.dropout(KEY, X, rate=0.5, deterministic=d))(
-  jnp.ones(2, bool)
-)
-
-
 @pytest.mark.parametrize(
   ("call", "error", "text"),
   [
@@ -914,7 +909,9 @@ _TRACED_DETERMINISTIC = lambda: jax.jit(lambda d: jdrop.dropout(KEY, X, rate=0.5
       "jdrop.dropout: `broadcast_dims` must not repeat an axis, got (0, -2). List each axis once.",
     ),
     (
-      _TRACED_DETERMINISTIC,
+      lambda: jax.jit(lambda d: jdrop.dropout(KEY, X, rate=0.5, deterministic=d))(
+        jnp.ones(2, bool)
+      ),
       TypeError,
       "jdrop.dropout: `deterministic` must be a bool scalar, got a traced bool[2]. Pass True or "
       "False.",
@@ -973,7 +970,7 @@ def test_the_key_of_a_call_that_draws_nothing_is_a_valid_key():
   from jdrop._src import dropout as dropout_src
 
   key = dropout_src.unused_key()
-  assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+  assert is_typed(key) and key.shape == ()
   assert not dropout_src.needs_key("f", 0.0, False)
   assert_identical(jdrop.dropout(key, X, rate=0.0), X)
 
@@ -986,11 +983,11 @@ def test_under_x64_each_dtype_is_scaled_in_its_own_precision():
     x32 = x64.astype(jnp.float32)
     mask = jdrop.keep_mask(KEY, x64.shape, rate=0.1)
     assert mask.any() and not mask.all()
-    for x, scale in ((x32, x32 / jnp.float32(0.9)), (x64, x64 / 0.9)):
-      want = jnp.where(mask, scale, 0.0).astype(x.dtype)
+    for x in (x32, x64):
+      want = jnp.where(mask, scaled(x, 0.1), 0.0).astype(x.dtype)
       assert_identical(jdrop.apply_mask(x, mask, rate=0.1), want)
       assert_identical(jdrop.dropout(KEY, x, rate=0.1), want)
-    for x in (x32, x64):  # the modules too, against Flax's own under x64
+      # the module too, against Flax's own under x64
       ours = jdrop.flax.Dropout(0.1, deterministic=False).apply({}, x, rngs={"dropout": KEY})
       assert_identical(
         ours, nn.Dropout(0.1, deterministic=False).apply({}, x, rngs={"dropout": KEY})
