@@ -8,7 +8,11 @@ study's own inputs.
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -377,24 +381,32 @@ def test_quadrature_of_an_activation_with_a_kink_that_is_not_piecewise_linear() 
   assert out["quadrature_error"] < 1e-9
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf bar
-def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> None:
-  """The figures' data, not their looks: each curve and bar is the order its label names."""
+def saved_figures(results: dict, tmp_path, monkeypatch) -> list[tuple]:
+  """``(figure, path, savefig's keywords)`` of each figure ``commutation.figures`` saves, drawn
+  with matplotlib's default style (not the user's matplotlibrc)."""
   import matplotlib.figure
+  import matplotlib.style
 
   saved = []
   original = matplotlib.figure.Figure.savefig
 
   def keep(fig, path, **kwargs):
-    saved.append((fig, path))
+    saved.append((fig, path, kwargs))
     return original(fig, path, **kwargs)
 
   monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
-  results = hand_made_results()
-  assert commutation.figures(results, tmp_path) == ["kept_unit.png", "gaps.png"]
-  assert [p for _, p in saved] == [tmp_path / "kept_unit.png", tmp_path / "gaps.png"]
+  with matplotlib.style.context("default"):
+    assert commutation.figures(results, tmp_path) == ["kept_unit.png", "gaps.png"]
+  assert [p for _, p, _ in saved] == [tmp_path / "kept_unit.png", tmp_path / "gaps.png"]
   assert all((tmp_path / name).stat().st_size > 0 for name in ("kept_unit.png", "gaps.png"))
-  (kept, _), (gaps, _) = saved
+  return saved
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf bar
+def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> None:
+  """The figures' data: each curve and bar is the order its label names."""
+  results = hand_made_results()
+  (kept, _, _), (gaps, _, _) = saved_figures(results, tmp_path, monkeypatch)
   t = np.linspace(-4, 4, 801, dtype=np.float32)
   axes = kept.axes
   assert [ax.get_title() for ax in axes] == results["config"]["plotted"]
@@ -430,6 +442,76 @@ def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> 
   (one_over_q,) = [line for line in ratio_ax.get_lines() if line.get_label() == "1/q"]
   assert list(one_over_q.get_xdata()) == [2.0, 2.0]
   assert ratio_ax.get_xscale() == "log" and shift_ax.get_xscale() == "linear"
+
+
+# The figures' looks (size, grid, resolution, line and bar styles, legends, tick labels) are
+# compared with tests/golden/commutation_figures.json, read and checked by hand against the
+# committed report's PNGs: no test can call a colour right, but an unreviewed change (a figure
+# at dpi 1, the legend on the wrong panel, pre and post drawn alike) fails here. After a
+# deliberate change, look at the new PNGs and rewrite the copy with
+# JDROP_UPDATE_GOLDEN=1 pytest tests/test_study_commutation.py.
+GOLDEN_FIGURES = pathlib.Path(__file__).parent / "golden" / "commutation_figures.json"
+
+
+def look(fig, savefig_kwargs: dict) -> dict:
+  """What a figure looks like, as plain data to compare with the reviewed copy."""
+  from matplotlib.colors import to_hex
+
+  def axes(ax) -> dict:
+    legend = ax.get_legend()
+    return {
+      "title": ax.get_title(),
+      "grid": list(ax.get_subplotspec().get_geometry()),
+      "shares_x_with": [
+        k for k, other in enumerate(fig.axes) if ax.get_shared_x_axes().joined(ax, other)
+      ],
+      "lines": [
+        {
+          "label": None if line.get_label().startswith("_") else line.get_label(),
+          "color": to_hex(line.get_color(), keep_alpha=True),
+          "width": round(line.get_linewidth(), 6),
+          "style": line.get_linestyle(),
+        }
+        for line in ax.get_lines()
+      ],
+      "bars": [
+        {
+          "label": bars.get_label(),
+          "color": to_hex(bars.patches[0].get_facecolor(), keep_alpha=True),
+          "height": round(bars.patches[0].get_height(), 6),
+        }
+        for bars in ax.containers
+      ],
+      "legend": None
+      if legend is None
+      else {
+        "labels": [t.get_text() for t in legend.get_texts()],
+        "fontsize": legend.get_texts()[0].get_fontsize(),
+        # matplotlib's code of the corner asked for (0: "best"); private, so read with a default
+        "loc": getattr(legend, "_loc", None),
+      },
+      "ytick_fontsizes": sorted({t.get_fontsize() for t in ax.get_yticklabels()}),
+      "scales": [ax.get_xscale(), ax.get_yscale()],
+    }
+
+  return {
+    "size_inches": [float(v) for v in fig.get_size_inches()],
+    "savefig": dict(sorted(savefig_kwargs.items())),
+    "axes": [axes(ax) for ax in fig.axes],
+  }
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the inf bar
+def test_figures_look_as_reviewed(tmp_path, monkeypatch) -> None:
+  saved = saved_figures(hand_made_results(), tmp_path, monkeypatch)
+  looks = {path.name: look(fig, kwargs) for fig, path, kwargs in saved}
+  text = json.dumps(looks, indent=1, default=lambda v: v.item()) + "\n"  # numpy scalars
+  if os.environ.get("JDROP_UPDATE_GOLDEN"):
+    GOLDEN_FIGURES.write_text(text, encoding="utf-8")
+  expected = GOLDEN_FIGURES.read_text(encoding="utf-8")
+  if text != expected:
+    diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), "reviewed", "now")
+    pytest.fail("the figures' looks changed:\n" + "\n".join(list(diff)[:80]))
 
 
 def test_only_elementwise_activations_with_a_verdict_are_measured(monkeypatch) -> None:
