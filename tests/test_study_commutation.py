@@ -383,9 +383,11 @@ def test_quadrature_of_an_activation_with_a_kink_that_is_not_piecewise_linear() 
 
 def saved_figures(results: dict, tmp_path, monkeypatch) -> list[tuple]:
   """``(figure, path, savefig's keywords)`` of each figure ``commutation.figures`` saves, drawn
-  with matplotlib's default style (not the user's matplotlibrc)."""
+  with matplotlib's default style (not the user's matplotlibrc) but a black colour cycle, so a
+  curve that leaves its colour to the cycle shows."""
   import matplotlib.figure
   import matplotlib.style
+  from matplotlib.rcsetup import cycler
 
   saved = []
   original = matplotlib.figure.Figure.savefig
@@ -395,7 +397,7 @@ def saved_figures(results: dict, tmp_path, monkeypatch) -> list[tuple]:
     return original(fig, path, **kwargs)
 
   monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
-  with matplotlib.style.context("default"):
+  with matplotlib.style.context(["default", {"axes.prop_cycle": cycler(color=["black"])}]):
     assert commutation.figures(results, tmp_path) == ["kept_unit.png", "gaps.png"]
   assert [p for _, p, _ in saved] == [tmp_path / "kept_unit.png", tmp_path / "gaps.png"]
   assert all((tmp_path / name).stat().st_size > 0 for name in ("kept_unit.png", "gaps.png"))
