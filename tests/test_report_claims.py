@@ -8,10 +8,8 @@ one reading is right, and every sentence that depends on a sign or a count is ch
 from __future__ import annotations
 
 import copy
-import difflib
-import os
-import pathlib
 
+import golden_util
 import pytest
 
 from jdrop._src import report
@@ -335,8 +333,6 @@ def test_claims_sigmoid_headline_when_tasks_disagree():
 # read and checked by hand. A change to the wording fails here; after reading the diff,
 # rewrite the copy with JDROP_UPDATE_GOLDEN=1 pytest tests/test_report_claims.py.
 
-GOLDEN = pathlib.Path(__file__).parent / "golden" / "report_text.md"
-
 
 def gap(pre: float, pre_stderr: float, post: float, post_stderr: float) -> dict:
   """A measured mean shift per order with its standard error, and made-up exact values."""
@@ -468,14 +464,7 @@ def golden_render() -> str:
 
 
 def test_answer_and_claims_match_the_reviewed_text():
-  text = golden_text() + golden_render()
-  if os.environ.get("JDROP_UPDATE_GOLDEN"):
-    GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(text, encoding="utf-8")
-  expected = GOLDEN.read_text(encoding="utf-8")
-  if text != expected:
-    diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), "reviewed", "now")
-    pytest.fail("the report's text changed:\n" + "\n".join(list(diff)[:80]))
+  golden_util.check("report_text.md", golden_text() + golden_render(), "the report's text")
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,10 @@ study's own inputs.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import os
-import pathlib
 
+import golden_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -452,9 +450,6 @@ def test_figures_plot_each_order_where_it_is_labelled(tmp_path, monkeypatch) -> 
 # at dpi 1, the legend on the wrong panel, pre and post drawn alike) fails here. After a
 # deliberate change, look at the new PNGs and rewrite the copy with
 # JDROP_UPDATE_GOLDEN=1 pytest tests/test_study_commutation.py.
-GOLDEN_FIGURES = pathlib.Path(__file__).parent / "golden" / "commutation_figures.json"
-
-
 def look(fig, savefig_kwargs: dict) -> dict:
   """What a figure looks like, as plain data to compare with the reviewed copy."""
   from matplotlib.colors import to_hex
@@ -465,7 +460,9 @@ def look(fig, savefig_kwargs: dict) -> dict:
       "title": ax.get_title(),
       "grid": list(ax.get_subplotspec().get_geometry()),
       "shares_x_with": [
-        k for k, other in enumerate(fig.axes) if ax.get_shared_x_axes().joined(ax, other)
+        k
+        for k, other in enumerate(fig.axes)
+        if other is not ax and ax.get_shared_x_axes().joined(ax, other)
       ],
       "lines": [
         {
@@ -508,12 +505,7 @@ def test_figures_look_as_reviewed(tmp_path, monkeypatch) -> None:
   saved = saved_figures(hand_made_results(), tmp_path, monkeypatch)
   looks = {path.name: look(fig, kwargs) for fig, path, kwargs in saved}
   text = json.dumps(looks, indent=1, default=lambda v: v.item()) + "\n"  # numpy scalars
-  if os.environ.get("JDROP_UPDATE_GOLDEN"):
-    GOLDEN_FIGURES.write_text(text, encoding="utf-8")
-  expected = GOLDEN_FIGURES.read_text(encoding="utf-8")
-  if text != expected:
-    diff = difflib.unified_diff(expected.splitlines(), text.splitlines(), "reviewed", "now")
-    pytest.fail("the figures' looks changed:\n" + "\n".join(list(diff)[:80]))
+  golden_util.check("commutation_figures.json", text, "the figures' looks")
 
 
 def test_only_elementwise_activations_with_a_verdict_are_measured(monkeypatch) -> None:
